@@ -1,0 +1,58 @@
+// ebir_fast._C: the torch-free CPU core. Tensors arrive as raw pointers, dtype codes and strides
+// (ebir_fast/ops/_cpu.py builds them); the GIL is released while a kernel runs.
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "ebir/blur.h"
+#include "ebir/py_args.h"
+
+#if defined(EBIR_HAVE_OPENMP)
+#include <omp.h>
+#endif
+
+namespace py = pybind11;
+
+namespace {
+
+// The widest ISA the CPU kernels' run-time dispatch will pick on this machine.
+std::string cpu_isa() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4";
+  if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
+  return "x86-64";
+#else
+  return "generic";
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "ebir-fast CPU kernels (torch-free; called through ebir_fast.ops)";
+#if defined(EBIR_HAVE_OPENMP)
+  m.attr("has_openmp") = true;
+#else
+  m.attr("has_openmp") = false;
+#endif
+  m.def("cpu_isa", &cpu_isa, "The instruction set the CPU kernels run with on this machine.");
+  m.def(
+      "blur_fwd",
+      [](const ebir::PyShape& shape, const ebir::PyView& x, const ebir::PyView& y, uintptr_t taps,
+         const ebir::PyView& out, uintptr_t sumsq, int num_threads) {
+        ebir::blur_fwd_cpu(ebir::fwd_args(shape, x, y, taps, out, sumsq), num_threads);
+      },
+      py::arg("shape"), py::arg("x"), py::arg("y"), py::arg("taps"), py::arg("out"),
+      py::arg("sumsq"), py::arg("num_threads"), py::call_guard<py::gil_scoped_release>(),
+      "out = blur(x - y); sumsq[b] = sum(out[b]^2) when sumsq != 0.");
+  m.def(
+      "blur_bwd",
+      [](const ebir::PyShape& shape, const ebir::PyView& grad, uintptr_t taps, uintptr_t scale,
+         const ebir::PyView& out_x, const ebir::PyView& out_y, int num_threads) {
+        ebir::blur_bwd_cpu(ebir::bwd_args(shape, grad, taps, scale, out_x, out_y), num_threads);
+      },
+      py::arg("shape"), py::arg("grad"), py::arg("taps"), py::arg("scale"), py::arg("out_x"),
+      py::arg("out_y"), py::arg("num_threads"), py::call_guard<py::gil_scoped_release>(),
+      "out_x = scale[b] * blur^T(grad); out_y = -out_x when out_y != 0.");
+}

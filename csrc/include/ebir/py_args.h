@@ -1,0 +1,62 @@
+// Conversions from the Python-side argument tuples to the kernels' argument structs, shared by the
+// CPU and CUDA bindings. A view arrives as (data_ptr, dtype_code, (s0, s1, s2, s3)); a missing
+// optional view as data_ptr == 0.
+#pragma once
+
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
+#include <cstdint>
+#include <tuple>
+
+#include "ebir/blur.h"
+
+namespace ebir {
+
+using PyView = std::tuple<uintptr_t, int, std::array<int64_t, 4>>;
+using PyShape = std::tuple<int64_t, int64_t, int64_t, int64_t, int>;  // B, C, H, W, radius
+
+inline View4 to_view(const PyView& v) {
+  View4 out;
+  out.data = reinterpret_cast<void*>(std::get<0>(v));
+  out.dtype = std::get<1>(v);
+  for (int i = 0; i < 4; ++i) out.stride[i] = std::get<2>(v)[i];
+  return out;
+}
+
+inline BlurShape to_shape(const PyShape& s) {
+  BlurShape out;
+  out.B = std::get<0>(s);
+  out.C = std::get<1>(s);
+  out.H = std::get<2>(s);
+  out.W = std::get<3>(s);
+  out.radius = std::get<4>(s);
+  return out;
+}
+
+inline BlurFwdArgs fwd_args(const PyShape& shape, const PyView& x, const PyView& y, uintptr_t taps,
+                            const PyView& out, uintptr_t sumsq) {
+  BlurFwdArgs a;
+  a.shape = to_shape(shape);
+  a.x = to_view(x);
+  a.y = to_view(y);
+  a.taps = reinterpret_cast<const void*>(taps);
+  a.out = to_view(out);
+  a.sumsq = reinterpret_cast<void*>(sumsq);
+  return a;
+}
+
+inline BlurBwdArgs bwd_args(const PyShape& shape, const PyView& grad, uintptr_t taps,
+                            uintptr_t scale, const PyView& out_x, const PyView& out_y) {
+  BlurBwdArgs a;
+  a.shape = to_shape(shape);
+  a.grad = to_view(grad);
+  a.taps = reinterpret_cast<const void*>(taps);
+  a.scale = reinterpret_cast<const void*>(scale);
+  a.out_x = to_view(out_x);
+  a.out_y = to_view(out_y);
+  return a;
+}
+
+}  // namespace ebir

@@ -1,0 +1,29 @@
+"""The ops layer: fused kernels with one dispatcher and a pure-PyTorch reference beside each.
+
+Backends: "cuda" (compiled CUDA kernels), "triton", "cpu" (compiled C++/OpenMP kernels) and
+"reference" (pure PyTorch). ``backend="auto"`` picks the fastest one that can run; the
+``EBIR_FAST_BACKEND`` environment variable overrides "auto".
+"""
+
+from ebir_fast.ops._dispatch import (
+    BACKENDS,
+    BackendUnavailableError,
+    available_backends,
+    resolve_backend,
+)
+from ebir_fast.ops._gaussian import MAX_KERNEL_SIZE, default_kernel_size, gaussian_taps
+from ebir_fast.ops.blur import BlurMSELoss, GaussianBlur, blur_mse, gaussian_blur
+
+__all__ = [
+    "BACKENDS",
+    "MAX_KERNEL_SIZE",
+    "BackendUnavailableError",
+    "BlurMSELoss",
+    "GaussianBlur",
+    "available_backends",
+    "blur_mse",
+    "default_kernel_size",
+    "gaussian_blur",
+    "gaussian_taps",
+    "resolve_backend",
+]

@@ -1,0 +1,59 @@
+"""Launchers for the C++ CPU kernels (ebir_fast._C): torch tensors in, raw pointers out."""
+
+from __future__ import annotations
+
+import torch
+
+from ebir_fast._ext import DTYPE_CODES, extension
+
+_NONE = (0, 0, (0, 0, 0, 0))
+
+
+def view(t: torch.Tensor | None) -> tuple[int, int, tuple[int, ...]]:
+    """(data pointer, dtype code, strides in elements) of a 4D tensor, or the "absent" view."""
+    if t is None:
+        return _NONE
+    return (t.data_ptr(), DTYPE_CODES[t.dtype], tuple(t.stride()))
+
+
+def shape(t: torch.Tensor, taps: torch.Tensor) -> tuple[int, int, int, int, int]:
+    b, c, h, w = t.shape
+    return (b, c, h, w, taps.numel() // 2)
+
+
+def blur_fwd(
+    x: torch.Tensor,  # [B, C, H, W]
+    y: torch.Tensor | None,  # [B, C, H, W]
+    taps: torch.Tensor,  # [2R + 1], accumulation dtype, contiguous
+    out: torch.Tensor,  # [B, C, H, W], written
+    sumsq: torch.Tensor | None,  # [B], accumulation dtype, written
+) -> None:
+    """out = blur(x - y); sumsq[b] = sum(out[b]^2), computed before out is rounded."""
+    extension("_C").blur_fwd(
+        shape(x, taps),
+        view(x),
+        view(y),
+        taps.data_ptr(),
+        view(out),
+        0 if sumsq is None else sumsq.data_ptr(),
+        torch.get_num_threads(),
+    )
+
+
+def blur_bwd(
+    grad: torch.Tensor,  # [B, C, H, W]
+    taps: torch.Tensor,  # [2R + 1], accumulation dtype, contiguous
+    scale: torch.Tensor | None,  # [B], accumulation dtype
+    out_x: torch.Tensor,  # [B, C, H, W], written
+    out_y: torch.Tensor | None,  # [B, C, H, W], written
+) -> None:
+    """out_x = scale[b] * blur^T(grad); out_y = -out_x."""
+    extension("_C").blur_bwd(
+        shape(grad, taps),
+        view(grad),
+        taps.data_ptr(),
+        0 if scale is None else scale.data_ptr(),
+        view(out_x),
+        view(out_y),
+        torch.get_num_threads(),
+    )

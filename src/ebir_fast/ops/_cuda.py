@@ -1,0 +1,65 @@
+"""Launchers for the CUDA kernels (ebir_fast._C_cuda), on the current stream of the tensors' device.
+
+The kernels need a workspace (the intermediate of the two separable passes and the partial sums);
+it comes from torch's caching allocator so it is reused across calls.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ebir_fast._ext import DTYPE_CODES, extension
+from ebir_fast.ops._cpu import shape, view
+
+
+def _workspace(t: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    nbytes = extension("_C_cuda").workspace_bytes(shape(t, taps), DTYPE_CODES[taps.dtype])
+    return torch.empty(nbytes, dtype=torch.uint8, device=t.device)
+
+
+def _stream(t: torch.Tensor) -> int:
+    return torch.cuda.current_stream(t.device).cuda_stream
+
+
+def blur_fwd(
+    x: torch.Tensor,  # [B, C, H, W]
+    y: torch.Tensor | None,  # [B, C, H, W]
+    taps: torch.Tensor,  # [2R + 1], accumulation dtype, on x's device
+    out: torch.Tensor,  # [B, C, H, W], written
+    sumsq: torch.Tensor | None,  # [B], accumulation dtype, written
+) -> None:
+    """out = blur(x - y); sumsq[b] = sum(out[b]^2), computed before out is rounded."""
+    workspace = _workspace(x, taps)
+    with torch.cuda.device(x.device):
+        extension("_C_cuda").blur_fwd(
+            shape(x, taps),
+            view(x),
+            view(y),
+            taps.data_ptr(),
+            view(out),
+            0 if sumsq is None else sumsq.data_ptr(),
+            workspace.data_ptr(),
+            _stream(x),
+        )
+
+
+def blur_bwd(
+    grad: torch.Tensor,  # [B, C, H, W]
+    taps: torch.Tensor,  # [2R + 1], accumulation dtype, on grad's device
+    scale: torch.Tensor | None,  # [B], accumulation dtype
+    out_x: torch.Tensor,  # [B, C, H, W], written
+    out_y: torch.Tensor | None,  # [B, C, H, W], written
+) -> None:
+    """out_x = scale[b] * blur^T(grad); out_y = -out_x."""
+    workspace = _workspace(grad, taps)
+    with torch.cuda.device(grad.device):
+        extension("_C_cuda").blur_bwd(
+            shape(grad, taps),
+            view(grad),
+            taps.data_ptr(),
+            0 if scale is None else scale.data_ptr(),
+            view(out_x),
+            view(out_y),
+            workspace.data_ptr(),
+            _stream(grad),
+        )

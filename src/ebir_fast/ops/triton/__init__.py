@@ -1,0 +1,1 @@
+"""Triton kernels. Importing this package needs triton; ebir_fast.ops imports it only on use."""
