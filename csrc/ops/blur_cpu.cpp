@@ -220,7 +220,9 @@ void fwd_impl(const BlurFwdArgs& a, int threads) {
   const View4* y = a.y.data ? &a.y : nullptr;
   const Partition part = partition(planes, H, R, threads);
   const int64_t tasks = planes * part.bands;
-  std::vector<double> partial(a.sumsq ? tasks : 0, 0.0);
+  // One partial sum per row, reduced in row order below: the result is bitwise independent of the
+  // thread count and the band partition.
+  std::vector<double> partial(a.sumsq ? planes * H : 0, 0.0);
 
 #if defined(EBIR_HAVE_OPENMP)
 #pragma omp parallel num_threads(threads)
@@ -237,7 +239,6 @@ void fwd_impl(const BlurFwdArgs& a, int threads) {
       const int64_t b = plane / s.C, c = plane % s.C;
       const int64_t r0 = band * part.rows_per_band, r1 = std::min(H, r0 + part.rows_per_band);
       const int64_t q0 = r0 - R;  // first ring row
-      double ss = 0.0;
       for (int64_t q = q0; q < r1 + R; ++q) {
         load_row<T>(a.x, y, b, c, reflect(q, H), W, ring.data() + ((q - q0) % K) * W);
         const int64_t r = q - R;  // the output row whose window [r - R, r + R] is now complete
@@ -250,15 +251,13 @@ void fwd_impl(const BlurFwdArgs& a, int threads) {
         }
         sym_correlate(hrows.data(), w, R, W, erow.data());
         store_row<T>(a.out, b, c, r, W, erow.data(), T(1), false);
-        if (a.sumsq) ss += sumsq(erow.data(), W);
+        if (a.sumsq) partial[plane * H + r] = sumsq(erow.data(), W);
       }
-      if (a.sumsq) partial[task] = ss;
     }
   }
   if (a.sumsq) {
-    // Fixed-order reduction: the result does not depend on the thread count or the schedule.
     T* out = static_cast<T*>(a.sumsq);
-    const int64_t per_sample = s.C * part.bands;
+    const int64_t per_sample = s.C * H;
     for (int64_t bi = 0; bi < s.B; ++bi) {
       double acc = 0.0;
       for (int64_t k = 0; k < per_sample; ++k) acc += partial[bi * per_sample + k];

@@ -98,7 +98,7 @@ def _(x, y, sigma, kernel_size, backend):
     acc = accumulation_dtype(x.dtype)
     return (
         x.new_empty(x.shape[0], dtype=acc),
-        x.new_empty(x.shape, dtype=acc, memory_format=torch.contiguous_format),
+        x.new_empty(x.shape, dtype=acc),
     )
 
 
@@ -131,12 +131,14 @@ def _blur_mse_setup(ctx, inputs, output):
     ctx.dtype = x.dtype
     ctx.save_for_backward(output[1])
     ctx.mark_non_differentiable(output[1])
+    # e has no gradient: without this autograd would allocate and zero an image-sized one.
+    ctx.set_materialize_grads(False)
 
 
 def _blur_mse_backward(ctx, grad_sumsq, grad_e):
     (e,) = ctx.saved_tensors
     need_x, need_y = ctx.needs_input_grad[:2]
-    if not (need_x or need_y):
+    if grad_sumsq is None or not (need_x or need_y):
         return None, None, None, None, None
     # d sumsq_b / d e = 2 e; the fused backward negates in the same pass for y's gradient.
     scale = 2.0 * grad_sumsq if need_x else -2.0 * grad_sumsq
