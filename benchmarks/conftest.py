@@ -51,7 +51,6 @@ def setup_line() -> str:
 @pytest.fixture(scope="session", autouse=True)
 def _fixed_threads():
     torch.set_num_threads(THREADS)
-    yield
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ DTYPE_CODES: dict[torch.dtype, int] = {
 }
 
 _HINTS = {
-    "_C": "reinstall ebir-fast from source with a C++17 compiler (`pip install -v .` shows the build)",
+    "_C": "reinstall ebir-fast from source with a C++17 compiler (`pip install -v .` shows why)",
     "_C_cuda": (
         "ebir-fast was built without its CUDA kernels; rebuild on a machine with nvcc, e.g. "
         "`EBIR_CUDA=ON pip install -v .`"

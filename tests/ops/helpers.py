@@ -40,4 +40,6 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
     assert actual.shape == expected.shape
     a, e = actual.detach().double(), expected.detach().double()
     scale = e.abs().max().clamp_min(1e-30)
-    torch.testing.assert_close(a, e, rtol=0.0, atol=float(TOLERANCES[dtype] * scale), equal_nan=True)
+    torch.testing.assert_close(
+        a, e, rtol=0.0, atol=float(TOLERANCES[dtype] * scale), equal_nan=True
+    )

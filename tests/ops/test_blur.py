@@ -66,7 +66,7 @@ class TestAgainstReference:
         acc = torch.float64 if dtype == torch.float64 else torch.float32
         assert loss.dtype == expected.dtype == acc
         assert loss.shape == expected.shape == ((shape[0],) if reduction == "none" else ())
-        # The loss is computed from unrounded values on both sides: accumulation-precision tolerance.
+        # The loss comes from unrounded values on both sides: accumulation-precision tolerance.
         assert_close(loss, expected, acc)
         weights = torch.arange(1.0, shape[0] + 1, dtype=acc) if reduction == "none" else None
         loss.backward(weights)
@@ -134,7 +134,7 @@ class TestLayouts:
         x, y = _images((1, 1, 16, 16), torch.float32, seed=4)
         x[0, 0, 8, 8] = float("nan")
         out = gaussian_blur(x, 1.0, backend=backend)
-        assert out[0, 0, 8, 8].isnan() and out[0, 0, 5:12, 5:12].isnan().all()
+        assert out[0, 0, 5:12, 5:12].isnan().all()
         assert not out[0, 0, 0, 0].isnan()
         assert blur_mse(x, y, 1.0, backend=backend).isnan()
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from functools import partial
 
 import pytest
 import torch
@@ -43,32 +44,66 @@ class TestErrors:
             ({"sigma": float("inf")}, ValueError, r"sigma: .* got inf"),
             ({"sigma": "2"}, TypeError, r"sigma: expected a real number > 0, got str"),
             ({"sigma": True}, TypeError, r"sigma: .* got bool"),
-            ({"sigma": 1.0, "kernel_size": 4}, ValueError, r"kernel_size: expected an odd int >= 1, got 4"),
+            (
+                {"sigma": 1.0, "kernel_size": 4},
+                ValueError,
+                r"kernel_size: expected an odd int >= 1, got 4",
+            ),
             ({"sigma": 1.0, "kernel_size": 0}, ValueError, r"kernel_size: .* got 0"),
             ({"sigma": 1.0, "kernel_size": -3}, ValueError, r"kernel_size: .* got -3"),
-            ({"sigma": 1.0, "kernel_size": 5.0}, TypeError, r"kernel_size: expected an odd int or None, got float"),
-            ({"sigma": 1.0, "kernel_size": 257}, ValueError, rf"kernel_size: expected at most {MAX_KERNEL_SIZE}, got 257"),
-            ({"sigma": 50.0}, ValueError, r"sigma: 50.0 needs kernel_size 301 .* above the maximum 255"),
-            ({"sigma": 1.0, "backend": "gpu"}, ValueError, r"backend: expected one of auto, cuda, triton, cpu, reference, got 'gpu'"),
+            (
+                {"sigma": 1.0, "kernel_size": 5.0},
+                TypeError,
+                r"kernel_size: expected an odd int or None, got float",
+            ),
+            (
+                {"sigma": 1.0, "kernel_size": 257},
+                ValueError,
+                rf"kernel_size: expected at most {MAX_KERNEL_SIZE}, got 257",
+            ),
+            (
+                {"sigma": 50.0},
+                ValueError,
+                r"sigma: 50.0 needs kernel_size 301 .* above the maximum 255",
+            ),
+            (
+                {"sigma": 1.0, "backend": "gpu"},
+                ValueError,
+                r"backend: expected one of auto, cuda, triton, cpu, reference, got 'gpu'",
+            ),
         ],
     )
     @pytest.mark.parametrize("op", ["gaussian_blur", "blur_mse"])
     def test_arguments(self, op, kwargs, error, match):
         x = _x()
+        call = gaussian_blur if op == "gaussian_blur" else partial(blur_mse, y=x.clone())
         with pytest.raises(error, match=match):
-            if op == "gaussian_blur":
-                gaussian_blur(x, **kwargs)
-            else:
-                blur_mse(x, x.clone(), **kwargs)
+            call(x, **kwargs)
 
     @pytest.mark.parametrize(
         ("x", "error", "match"),
         [
-            (torch.rand(3, 16, 16), ValueError, r"x: expected a 4D tensor \[B, C, H, W\], got 3D with shape \(3, 16, 16\)"),
+            (
+                torch.rand(3, 16, 16),
+                ValueError,
+                r"x: expected a 4D tensor \[B, C, H, W\], got 3D with shape \(3, 16, 16\)",
+            ),
             (torch.rand(1, 1, 3, 16, 16), ValueError, r"x: expected a 4D tensor .* got 5D"),
-            (torch.zeros(1, 3, 0, 16), ValueError, r"x: expected a non-empty tensor, got shape \(1, 3, 0, 16\)"),
-            (torch.zeros(1, 3, 8, 8, dtype=torch.uint8), TypeError, r"x: expected dtype float32, float64, float16, bfloat16, got uint8"),
-            (torch.zeros(1, 3, 8, 8, dtype=torch.complex64), TypeError, r"x: expected dtype .* got complex64"),
+            (
+                torch.zeros(1, 3, 0, 16),
+                ValueError,
+                r"x: expected a non-empty tensor, got shape \(1, 3, 0, 16\)",
+            ),
+            (
+                torch.zeros(1, 3, 8, 8, dtype=torch.uint8),
+                TypeError,
+                r"x: expected dtype float32, float64, float16, bfloat16, got uint8",
+            ),
+            (
+                torch.zeros(1, 3, 8, 8, dtype=torch.complex64),
+                TypeError,
+                r"x: expected dtype .* got complex64",
+            ),
             ([[1.0]], TypeError, r"x: expected a torch.Tensor \[B, C, H, W\], got list"),
         ],
         ids=["3d", "5d", "empty", "uint8", "complex", "list"],
@@ -80,9 +115,21 @@ class TestErrors:
     @pytest.mark.parametrize(
         ("y", "error", "match"),
         [
-            (torch.rand(1, 3, 16, 17), ValueError, r"y: expected the shape of x \(1, 3, 16, 16\), got \(1, 3, 16, 17\)"),
-            (torch.rand(1, 3, 16, 16, dtype=torch.float64), TypeError, r"y: expected the dtype of x \(torch.float32\), got torch.float64"),
-            (torch.rand(1, 3, 16, 16, device="meta"), ValueError, r"y: expected the device of x \(cpu\), got meta"),
+            (
+                torch.rand(1, 3, 16, 17),
+                ValueError,
+                r"y: expected the shape of x \(1, 3, 16, 16\), got \(1, 3, 16, 17\)",
+            ),
+            (
+                torch.rand(1, 3, 16, 16, dtype=torch.float64),
+                TypeError,
+                r"y: expected the dtype of x \(torch.float32\), got torch.float64",
+            ),
+            (
+                torch.rand(1, 3, 16, 16, device="meta"),
+                ValueError,
+                r"y: expected the device of x \(cpu\), got meta",
+            ),
             (torch.rand(3, 16, 16), ValueError, r"y: expected a 4D tensor"),
         ],
         ids=["shape", "dtype", "device", "rank"],
@@ -92,7 +139,9 @@ class TestErrors:
             blur_mse(_x(), y, 1.0)
 
     def test_reduction(self):
-        with pytest.raises(ValueError, match=r"reduction: expected one of mean, sum, none, got 'avg'"):
+        with pytest.raises(
+            ValueError, match=r"reduction: expected one of mean, sum, none, got 'avg'"
+        ):
             blur_mse(_x(), _x(), 1.0, reduction="avg")
 
     def test_modules_validate_eagerly(self):
@@ -114,7 +163,9 @@ class TestDispatch:
         assert resolve_backend("auto", "cpu") == "cpu"
 
     def test_explicit_unavailable_backend_says_why(self):
-        with pytest.raises(BackendUnavailableError, match="backend 'cuda' runs on CUDA tensors, got cpu"):
+        with pytest.raises(
+            BackendUnavailableError, match="backend 'cuda' runs on CUDA tensors, got cpu"
+        ):
             gaussian_blur(_x(), 1.0, backend="cuda")
 
     def test_env_override(self, monkeypatch):
@@ -125,7 +176,7 @@ class TestDispatch:
         if HAS_CPU_EXT:
             assert resolve_backend("cpu", "cpu") == "cpu"
         monkeypatch.setenv("EBIR_FAST_BACKEND", "fastest")
-        with pytest.raises(ValueError, match="EBIR_FAST_BACKEND: expected one of .* got 'fastest'"):
+        with pytest.raises(ValueError, match=r"EBIR_FAST_BACKEND: expected one of .* 'fastest'"):
             resolve_backend("auto", "cpu")
 
     def test_unknown_device_falls_back_with_warning(self):
@@ -213,11 +264,12 @@ class TestOptionalPieces:
             import sys, warnings
             class Block:
                 def find_spec(self, name, path=None, target=None):
-                    if name in ("ebir_fast._C", "ebir_fast._C_cuda", "triton") or name.startswith("triton."):
+                    if name.split(".")[0] == "triton" or name.startswith("ebir_fast._C"):
                         raise ImportError(f"blocked {name}")
             sys.meta_path.insert(0, Block())
             import torch, ebir_fast
-            from ebir_fast.ops import available_backends, gaussian_blur, blur_mse, BackendUnavailableError
+            from ebir_fast.ops import available_backends, gaussian_blur, blur_mse
+            from ebir_fast.ops import BackendUnavailableError
             status = available_backends("cpu")
             assert "blocked ebir_fast._C" in status["cpu"], status
             info = ebir_fast.build_info()

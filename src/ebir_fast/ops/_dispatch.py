@@ -60,7 +60,9 @@ def backend_error(name: str, device_type: str) -> str | None:
         return _ext.extension_error("_C_cuda")
     if name == "triton":
         if device_type == "cpu" and not triton_interpreted():
-            return "backend 'triton' runs on CUDA tensors, or on CPU tensors with TRITON_INTERPRET=1"
+            return (
+                "backend 'triton' runs on CUDA tensors, or on CPU tensors with TRITON_INTERPRET=1"
+            )
         if device_type not in ("cpu", "cuda"):
             return f"backend 'triton' runs on CUDA tensors, got {device_type} tensors"
         return _triton_error()
@@ -71,9 +73,7 @@ def available_backends(device: torch.device | str = "cpu") -> dict[str, str]:
     """For each concrete backend: "available" or the reason it cannot run on ``device``."""
     device_type = torch.device(device).type
     return {
-        name: backend_error(name, device_type) or "available"
-        for name in BACKENDS
-        if name != "auto"
+        name: backend_error(name, device_type) or "available" for name in BACKENDS if name != "auto"
     }
 
 
@@ -101,15 +101,13 @@ def _auto(device_type: str) -> str:
 
 @torch.compiler.assume_constant_result
 def resolve_backend(backend: str, device_type: str) -> str:
-    """The concrete backend for ``backend`` on ``device_type`` tensors, or an error saying why not."""
+    """The concrete backend for ``backend`` on ``device_type`` tensors, or an error saying why."""
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "auto":
         backend = os.environ.get(ENV_VAR, "") or "auto"
         if backend not in BACKENDS:
-            raise ValueError(
-                f"{ENV_VAR}: expected one of {', '.join(BACKENDS)}, got {backend!r}"
-            )
+            raise ValueError(f"{ENV_VAR}: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "auto":
         return _auto(device_type)
     reason = backend_error(backend, device_type)

@@ -36,7 +36,9 @@ def _taps(sigma: float, kernel_size: int, like: torch.Tensor) -> torch.Tensor:
 
 
 @torch.library.custom_op("ebir_fast::gaussian_blur", mutates_args=())
-def _gaussian_blur_op(x: torch.Tensor, sigma: float, kernel_size: int, backend: str) -> torch.Tensor:
+def _gaussian_blur_op(
+    x: torch.Tensor, sigma: float, kernel_size: int, backend: str
+) -> torch.Tensor:
     out = torch.empty_like(x)
     launcher(backend).blur_fwd(x, None, _taps(sigma, kernel_size, x), out, None)
     return out
@@ -66,7 +68,12 @@ def _save_blur_args(ctx, inputs, output):
 
 
 def _gaussian_blur_backward(ctx, grad):
-    return _gaussian_blur_adjoint_op(grad, ctx.sigma, ctx.kernel_size, ctx.backend), None, None, None
+    return (
+        _gaussian_blur_adjoint_op(grad, ctx.sigma, ctx.kernel_size, ctx.backend),
+        None,
+        None,
+        None,
+    )
 
 
 def _gaussian_blur_adjoint_backward(ctx, grad):
@@ -79,7 +86,7 @@ _gaussian_blur_adjoint_op.register_autograd(
 )
 
 
-# ---- blur_mse: fused forward (per-sample sum of squares + e) and fused backward -------------------
+# ---- blur_mse: fused forward (per-sample sum of squares + e) and fused backward ---------------
 
 
 @torch.library.custom_op("ebir_fast::blur_mse_fwd", mutates_args=())
@@ -123,7 +130,9 @@ def _blur_mse_bwd_op(
 
 @_blur_mse_bwd_op.register_fake
 def _(e, scale, sigma, kernel_size, backend, dtype, with_neg):
-    return e.new_empty(e.shape, dtype=dtype), e.new_empty(e.shape if with_neg else (0,), dtype=dtype)
+    return e.new_empty(e.shape, dtype=dtype), e.new_empty(
+        e.shape if with_neg else (0,), dtype=dtype
+    )
 
 
 def _blur_mse_setup(ctx, inputs, output):
@@ -152,7 +161,7 @@ def _blur_mse_backward(ctx, grad_sumsq, grad_e):
 _blur_mse_fwd_op.register_autograd(_blur_mse_backward, setup_context=_blur_mse_setup)
 
 
-# ---- public API ------------------------------------------------------------------------------------
+# ---- public API ---------------------------------------------------------------------------------
 
 
 def gaussian_blur(
