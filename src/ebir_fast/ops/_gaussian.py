@@ -84,7 +84,9 @@ def check_image(name: str, x: object) -> torch.Tensor:
         )
     if x.dtype not in SUPPORTED_DTYPES:
         names = ", ".join(str(d).removeprefix("torch.") for d in SUPPORTED_DTYPES)
-        raise TypeError(f"{name}: expected dtype {names}, got {str(x.dtype).removeprefix('torch.')}")
+        raise TypeError(
+            f"{name}: expected dtype {names}, got {str(x.dtype).removeprefix('torch.')}"
+        )
     if x.numel() == 0:
         raise ValueError(f"{name}: expected a non-empty tensor, got shape {tuple(x.shape)}")
     return x
