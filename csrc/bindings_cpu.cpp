@@ -55,4 +55,34 @@ PYBIND11_MODULE(_C, m) {
       py::arg("shape"), py::arg("grad"), py::arg("taps"), py::arg("scale"), py::arg("out_x"),
       py::arg("out_y"), py::arg("num_threads"), py::call_guard<py::gil_scoped_release>(),
       "out_x = scale[b] * blur^T(grad); out_y = -out_x when out_y != 0.");
+
+  // The CUDA kernels' arithmetic, run serially here so tests check it without a GPU. `workspace`:
+  // cuda_workspace_bytes(shape, acc_dtype) bytes of host memory.
+  m.def(
+      "blur_fwd_emulated",
+      [](const ebir::PyShape& shape, const ebir::PyView& x, const ebir::PyView& y, uintptr_t taps,
+         const ebir::PyView& out, uintptr_t sumsq, uintptr_t workspace) {
+        ebir::blur_fwd_emulated(ebir::fwd_args(shape, x, y, taps, out, sumsq),
+                                reinterpret_cast<void*>(workspace));
+      },
+      py::arg("shape"), py::arg("x"), py::arg("y"), py::arg("taps"), py::arg("out"),
+      py::arg("sumsq"), py::arg("workspace"), py::call_guard<py::gil_scoped_release>(),
+      "blur_fwd as the CUDA kernels compute it, emulated on the CPU (slow; for tests).");
+  m.def(
+      "blur_bwd_emulated",
+      [](const ebir::PyShape& shape, const ebir::PyView& grad, uintptr_t taps, uintptr_t scale,
+         const ebir::PyView& out_x, const ebir::PyView& out_y, uintptr_t workspace) {
+        ebir::blur_bwd_emulated(ebir::bwd_args(shape, grad, taps, scale, out_x, out_y),
+                                reinterpret_cast<void*>(workspace));
+      },
+      py::arg("shape"), py::arg("grad"), py::arg("taps"), py::arg("scale"), py::arg("out_x"),
+      py::arg("out_y"), py::arg("workspace"), py::call_guard<py::gil_scoped_release>(),
+      "blur_bwd as the CUDA kernels compute it, emulated on the CPU (slow; for tests).");
+  m.def(
+      "cuda_workspace_bytes",
+      [](const ebir::PyShape& shape, int acc_dtype) {
+        return ebir::blur_emulated_workspace_bytes(ebir::to_shape(shape), acc_dtype);
+      },
+      py::arg("shape"), py::arg("acc_dtype"),
+      "Workspace bytes of the CUDA kernels and of their emulation.");
 }

@@ -136,39 +136,68 @@ inline int64_t row_offset(const View4& v, int64_t b, int64_t c, int64_t h) {
   return b * v.stride[0] + c * v.stride[1] + h * v.stride[2];
 }
 
-// dst[j] = x[b, c, h, j] (- y[b, c, h, j]) in the accumulation type.
-template <class T>
-void load_row(const View4& x, const View4* y, int64_t b, int64_t c, int64_t h, int64_t n, T* dst) {
-  const int64_t ox = row_offset(x, b, c, h), sx = x.stride[3];
-  if (x.dtype == kF32 && sx == 1) {
-    const float* p = static_cast<const float*>(x.data) + ox;
-    for (int64_t j = 0; j < n; ++j) dst[j] = T(p[j]);
-  } else {
-    for (int64_t j = 0; j < n; ++j) dst[j] = load_as<T>(x.data, ox + j * sx, x.dtype);
-  }
-  if (y == nullptr) return;
-  const int64_t oy = row_offset(*y, b, c, h), sy = y->stride[3];
-  if (y->dtype == kF32 && sy == 1) {
-    const float* p = static_cast<const float*>(y->data) + oy;
-    for (int64_t j = 0; j < n; ++j) dst[j] -= T(p[j]);
-  } else {
-    for (int64_t j = 0; j < n; ++j) dst[j] -= load_as<T>(y->data, oy + j * sy, y->dtype);
+// Row loops with the dtype switch hoisted out and a unit-stride branch the compiler can vectorise.
+template <class F>
+EBIR_INLINE void for_each_strided(int64_t n, int64_t stride, F&& f) {
+  if (stride == 1)
+    for (int64_t j = 0; j < n; ++j) f(j, j);
+  else
+    for (int64_t j = 0; j < n; ++j) f(j, j * stride);
+}
+
+// dst[j] = x[b, c, h, j] (op) src[j] in the accumulation type; op is "=" or "-=".
+template <class T, bool Subtract>
+void load_row_op(const View4& v, int64_t b, int64_t c, int64_t h, int64_t n, T* dst) {
+  const int64_t o = row_offset(v, b, c, h), s = v.stride[3];
+  auto apply = [&](const auto* p, auto to_acc) {
+    for_each_strided(n, s, [&](int64_t j, int64_t k) {
+      if (Subtract)
+        dst[j] -= to_acc(p[k]);
+      else
+        dst[j] = to_acc(p[k]);
+    });
+  };
+  switch (v.dtype) {
+    case kF32: apply(static_cast<const float*>(v.data) + o, [](float u) { return T(u); }); break;
+    case kF64: apply(static_cast<const double*>(v.data) + o, [](double u) { return T(u); }); break;
+    case kF16:
+      apply(static_cast<const uint16_t*>(v.data) + o, [](uint16_t u) { return T(half_to_float(u)); });
+      break;
+    default:
+      apply(static_cast<const uint16_t*>(v.data) + o, [](uint16_t u) { return T(bf16_to_float(u)); });
+      break;
   }
 }
 
-// out[b, c, h, :] = scale * src (negated when `negate`), rounded to out's dtype.
+// dst[j] = x[b, c, h, j] - y[b, c, h, j] (y optional), in the accumulation type.
+template <class T>
+void load_row(const View4& x, const View4* y, int64_t b, int64_t c, int64_t h, int64_t n, T* dst) {
+  load_row_op<T, false>(x, b, c, h, n, dst);
+  if (y != nullptr) load_row_op<T, true>(*y, b, c, h, n, dst);
+}
+
+// out[b, c, h, :] = scale * src (negated when `negate`), rounded once to out's dtype.
+// -(scale * v) == (-scale) * v exactly in IEEE arithmetic, so the negation is folded into the scale.
 template <class T>
 void store_row(const View4& out, int64_t b, int64_t c, int64_t h, int64_t n, const T* src,
                T scale, bool negate) {
   const int64_t o = row_offset(out, b, c, h), s = out.stride[3];
-  if (out.dtype == kF32 && s == 1 && scale == T(1) && !negate) {
-    float* p = static_cast<float*>(out.data) + o;
-    for (int64_t j = 0; j < n; ++j) p[j] = float(src[j]);
-    return;
-  }
-  for (int64_t j = 0; j < n; ++j) {
-    const T v = scale * src[j];
-    store_as<T>(out.data, o + j * s, out.dtype, negate ? -v : v);
+  const T k = negate ? -scale : scale;
+  auto apply = [&](auto* p, auto from_acc) {
+    if (k == T(1))
+      for_each_strided(n, s, [&](int64_t j, int64_t q) { p[q] = from_acc(src[j]); });
+    else
+      for_each_strided(n, s, [&](int64_t j, int64_t q) { p[q] = from_acc(k * src[j]); });
+  };
+  switch (out.dtype) {
+    case kF32: apply(static_cast<float*>(out.data) + o, [](T v) { return float(v); }); break;
+    case kF64: apply(static_cast<double*>(out.data) + o, [](T v) { return double(v); }); break;
+    case kF16:
+      apply(static_cast<uint16_t*>(out.data) + o, [](T v) { return float_to_half(float(v)); });
+      break;
+    default:
+      apply(static_cast<uint16_t*>(out.data) + o, [](T v) { return float_to_bf16(float(v)); });
+      break;
   }
 }
 
@@ -272,11 +301,10 @@ void fwd_impl(const BlurFwdArgs& a, int threads) {
 // [-R, W + R), then every padded position is folded onto its reflection (preimages ascending).
 template <class T>
 void hadj_row(const T* zrow, int64_t W, int R, T* dst) {
-  for (int64_t j = 0; j < W; ++j) {
-    if (single_preimage(j, W, R)) {
-      dst[j] = zrow[j + R];
-      continue;
-    }
+  // Every index with a single preimage (all but the R-wide borders) takes z at its own position.
+  std::memcpy(dst, zrow + R, size_t(W) * sizeof(T));
+  auto fold = [&](int64_t j) {
+    if (single_preimage(j, W, R)) return;
     const Preimages pre = preimages(j, W, R);
     T acc = T(0);
     for (int64_t k = pre.k_lo; k <= pre.k_hi; ++k) {
@@ -286,7 +314,10 @@ void hadj_row(const T* zrow, int64_t W, int R, T* dst) {
       if (pre.b >= 0 && pb >= pre.lo && pb < pre.hi) acc += zrow[pb + R];
     }
     dst[j] = acc;
-  }
+  };
+  const int64_t edge = std::min<int64_t>(W, R + 1);
+  for (int64_t j = 0; j < edge; ++j) fold(j);
+  for (int64_t j = std::max<int64_t>(edge, W - 1 - R); j < W; ++j) fold(j);
 }
 
 template <class T>

@@ -50,10 +50,18 @@ struct BlurBwdArgs {
 void blur_fwd_cpu(const BlurFwdArgs& args, int num_threads);
 void blur_bwd_cpu(const BlurBwdArgs& args, int num_threads);
 
-// CUDA, launched on `stream` (a cudaStream_t). `workspace` holds cuda_workspace_bytes(...) bytes of
-// device memory owned by the caller (the intermediate of the separable passes and the partial sums).
+// CUDA, launched on `stream` (a cudaStream_t). `workspace` holds blur_cuda_workspace_bytes(shape,
+// acc_dtype) bytes of device memory owned by the caller (the intermediate of the separable passes
+// and the partial sums); acc_dtype is the taps' dtype code.
 int64_t blur_cuda_workspace_bytes(const BlurShape& shape, int acc_dtype);
 void blur_fwd_cuda(const BlurFwdArgs& args, void* workspace, void* stream);
 void blur_bwd_cuda(const BlurBwdArgs& args, void* workspace, void* stream);
+
+// The CUDA kernels' arithmetic run serially on the CPU (blur_emulate.cpp): the GPU's results bit
+// for bit, so tests can check them without a GPU. `workspace` is host memory of
+// blur_emulated_workspace_bytes(...) bytes, the same size as blur_cuda_workspace_bytes(...).
+int64_t blur_emulated_workspace_bytes(const BlurShape& shape, int acc_dtype);
+void blur_fwd_emulated(const BlurFwdArgs& args, void* workspace);
+void blur_bwd_emulated(const BlurBwdArgs& args, void* workspace);
 
 }  // namespace ebir

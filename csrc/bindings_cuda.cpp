@@ -1,0 +1,67 @@
+// ebir_fast._C_cuda: the CUDA kernels (ops/blur.cu). Tensors arrive as raw device pointers, dtype
+// codes and strides, with the caller's stream (ebir_fast/ops/_cuda.py builds them). Importing needs
+// no GPU or driver (cudart is linked statically); the GIL is released while kernels are enqueued.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "ebir/blur.h"
+#include "ebir/py_args.h"
+
+#ifndef EBIR_CUDA_ARCH_NAMES
+#error "EBIR_CUDA_ARCH_NAMES (e.g. \"sm_80,sm_90\") is defined by CMakeLists.txt"
+#endif
+
+namespace py = pybind11;
+
+namespace {
+
+// The GPU architectures this module has code for.
+std::vector<std::string> architectures() {
+  std::vector<std::string> out;
+  std::istringstream in(EBIR_CUDA_ARCH_NAMES);
+  for (std::string arch; std::getline(in, arch, ',');) out.push_back(arch);
+  return out;
+}
+
+void* as_ptr(uintptr_t p) { return reinterpret_cast<void*>(p); }
+
+}  // namespace
+
+PYBIND11_MODULE(_C_cuda, m) {
+  m.doc() = "ebir-fast CUDA kernels (torch-free; called through ebir_fast.ops)";
+  m.attr("architectures") = architectures();
+  m.def(
+      "blur_fwd",
+      [](const ebir::PyShape& shape, const ebir::PyView& x, const ebir::PyView& y, uintptr_t taps,
+         const ebir::PyView& out, uintptr_t sumsq, uintptr_t workspace, uintptr_t stream) {
+        ebir::blur_fwd_cuda(ebir::fwd_args(shape, x, y, taps, out, sumsq), as_ptr(workspace),
+                            as_ptr(stream));
+      },
+      py::arg("shape"), py::arg("x"), py::arg("y"), py::arg("taps"), py::arg("out"),
+      py::arg("sumsq"), py::arg("workspace"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>(),
+      "out = blur(x - y); sumsq[b] = sum(out[b]^2) when sumsq != 0. Enqueued on `stream`.");
+  m.def(
+      "blur_bwd",
+      [](const ebir::PyShape& shape, const ebir::PyView& grad, uintptr_t taps, uintptr_t scale,
+         const ebir::PyView& out_x, const ebir::PyView& out_y, uintptr_t workspace,
+         uintptr_t stream) {
+        ebir::blur_bwd_cuda(ebir::bwd_args(shape, grad, taps, scale, out_x, out_y),
+                            as_ptr(workspace), as_ptr(stream));
+      },
+      py::arg("shape"), py::arg("grad"), py::arg("taps"), py::arg("scale"), py::arg("out_x"),
+      py::arg("out_y"), py::arg("workspace"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>(),
+      "out_x = scale[b] * blur^T(grad); out_y = -out_x when out_y != 0. Enqueued on `stream`.");
+  m.def(
+      "workspace_bytes",
+      [](const ebir::PyShape& shape, int acc_dtype) {
+        return ebir::blur_cuda_workspace_bytes(ebir::to_shape(shape), acc_dtype);
+      },
+      py::arg("shape"), py::arg("acc_dtype"),
+      "Bytes of device workspace blur_fwd / blur_bwd need (acc_dtype: the taps' dtype code).");
+}
