@@ -45,9 +45,10 @@ TOLERANCES = {
     torch.bfloat16: 1.6e-2,
 }
 
-# (shape, sigma): odd sizes; an image smaller than the radius (9) in both directions; one row.
+# (shape, sigma): odd sizes; an image smaller than the radius (9) in both directions; one row; one
+# column. Two planes at most: the interpreter runs the programs one after the other.
 CASES = [
-    ((2, 3, 37, 41), 2.0),
+    ((2, 1, 37, 41), 2.0),
     ((1, 1, 5, 7), 3.0),
     ((1, 1, 1, 9), 1.0),
     ((2, 1, 11, 1), 1.5),
@@ -78,7 +79,7 @@ def _images(shape, dtype, seed, n=2):
 def _close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
     """|actual - expected| <= TOLERANCES[dtype] * max|expected|, NaNs in the same places."""
     assert actual.shape == expected.shape
-    a, e = actual.double(), expected.double()
+    a, e = actual.detach().double(), expected.detach().double()
     atol = TOLERANCES[dtype] * float(e.abs().max().clamp_min(1e-30))
     torch.testing.assert_close(a, e, rtol=0.0, atol=atol, equal_nan=True)
 
@@ -139,7 +140,7 @@ def test_blur_and_adjoint_in_input_dtype(dtype):
 
 @pytest.mark.skipif(_ext.extension_error("_C") is not None, reason="C++ CPU kernels not built")
 @pytest.mark.skipif(DEVICE != "cpu", reason="compares with the CPU kernels on CPU tensors")
-@pytest.mark.parametrize(("shape", "sigma"), [((1, 2, 37, 41), 2.0), ((1, 1, 5, 7), 3.0)], ids=str)
+@pytest.mark.parametrize(("shape", "sigma"), [((2, 3, 37, 41), 2.0), ((1, 1, 5, 7), 3.0)], ids=str)
 def test_matches_cpu_kernels(shape, sigma):
     """Same arithmetic order as the C++ kernels: float32 results agree to an ulp or so."""
     from ebir_fast.ops import _cpu
@@ -152,7 +153,7 @@ def test_matches_cpu_kernels(shape, sigma):
         sumsq = torch.empty(shape[0])
         backend.blur_fwd(x, y, taps, e, sumsq)
         grad = torch.empty(shape)
-        backend.blur_bwd(e, taps, torch.tensor([3.0]), grad, None)
+        backend.blur_bwd(e, taps, torch.linspace(3.0, -1.0, shape[0]), grad, None)
         results.append((e, sumsq, grad))
     for ours, theirs in zip(*results, strict=True):
         _close(ours, theirs, torch.float32)
@@ -195,7 +196,7 @@ def test_kernel_size_extremes(ks):
 
 # ---- memory layouts ------------------------------------------------------------------------
 
-FULL = (2, 3, 25, 31)
+FULL = (2, 2, 25, 31)
 SLICE = (slice(None), slice(None), slice(1, None, 2), slice(None, None, 3))
 LAYOUTS = {
     "sliced": lambda t: t[SLICE],  # strides in every dimension, offset storage
@@ -246,7 +247,7 @@ def test_expanded_input():
 
 def test_adjoint_identity():
     """<B x, g> == <x, B^T g> in float64, on an image smaller than the radius."""
-    x, g = _images((1, 2, 6, 4), torch.float64, seed=7)
+    x, g = _images((1, 1, 6, 4), torch.float64, seed=7)
     taps = _taps(2.5, _ks(2.5), torch.float64)
     bx = torch.empty_like(x)
     triton_blur.blur_fwd(x, None, taps, bx, None)
@@ -279,10 +280,10 @@ def test_deterministic_and_nan_local():
 # ---- through the public ops -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_public_ops(dtype):
+def test_public_ops():
     """gaussian_blur and blur_mse with backend="triton", forward and backward, against the
-    reference ops."""
+    reference ops (tests/ops/test_blur.py covers the other dtypes through the dispatcher)."""
+    dtype = torch.float32
     shape, sigma = (2, 2, 13, 17), 1.5
     ks = _ks(sigma)
     x, y, g = _images(shape, dtype, seed=9, n=3)
