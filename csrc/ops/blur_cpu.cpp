@@ -203,8 +203,18 @@ void store_row(const View4& out, int64_t b, int64_t c, int64_t h, int64_t n, con
 
 // ---- task partition -------------------------------------------------------------------------------
 
+// One unit of work: rows [r0, r1) of plane b * C + c.
+struct Task {
+  int64_t plane, b, c, r0, r1;
+};
+
 struct Partition {
   int64_t bands, rows_per_band;
+
+  Task task(int64_t index, const BlurShape& s) const {
+    const int64_t plane = index / bands, r0 = (index % bands) * rows_per_band;
+    return {plane, plane / s.C, plane % s.C, r0, std::min(s.H, r0 + rows_per_band)};
+  }
 };
 
 // Whole planes when there are enough of them to keep every thread busy (no halo rows recomputed);
@@ -264,9 +274,8 @@ void fwd_impl(const BlurFwdArgs& a, int threads) {
 #pragma omp for schedule(dynamic, 1)
 #endif
     for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t plane = task / part.bands, band = task % part.bands;
-      const int64_t b = plane / s.C, c = plane % s.C;
-      const int64_t r0 = band * part.rows_per_band, r1 = std::min(H, r0 + part.rows_per_band);
+      const Task tk = part.task(task, s);
+      const int64_t plane = tk.plane, b = tk.b, c = tk.c, r0 = tk.r0, r1 = tk.r1;
       const int64_t q0 = r0 - R;  // first ring row
       for (int64_t q = q0; q < r1 + R; ++q) {
         load_row<T>(a.x, y, b, c, reflect(q, H), W, ring.data() + ((q - q0) % K) * W);
@@ -343,9 +352,8 @@ void bwd_impl(const BlurBwdArgs& a, int threads) {
 #pragma omp for schedule(dynamic, 1)
 #endif
     for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t plane = task / part.bands, band = task % part.bands;
-      const int64_t b = plane / s.C, c = plane % s.C;
-      const int64_t r0 = band * part.rows_per_band, r1 = std::min(H, r0 + part.rows_per_band);
+      const Task tk = part.task(task, s);
+      const int64_t b = tk.b, c = tk.c, r0 = tk.r0, r1 = tk.r1;
       const int64_t o0 = r0 - R;
       const T sc = scale ? scale[b] : T(1);
       // Rows of H^T g outside [0, H) are zero (the adjoint of padding is not a padding).
