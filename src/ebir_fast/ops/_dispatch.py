@@ -87,10 +87,12 @@ def _warn_fallback(device_type: str, reason: str) -> None:
     )
 
 
-def _auto(device_type: str) -> str:
+def _auto(device_type: str, supported: tuple[str, ...]) -> str:
     preferred = {"cuda": ("cuda", "triton"), "cpu": ("cpu",)}.get(device_type, ())
     reasons = []
     for name in preferred:
+        if name not in supported:
+            continue
         reason = backend_error(name, device_type)
         if reason is None:
             return name
@@ -100,8 +102,11 @@ def _auto(device_type: str) -> str:
 
 
 @torch.compiler.assume_constant_result
-def resolve_backend(backend: str, device_type: str) -> str:
-    """The concrete backend for ``backend`` on ``device_type`` tensors, or an error saying why."""
+def resolve_backend(backend: str, device_type: str, supported: tuple[str, ...] = BACKENDS) -> str:
+    """The concrete backend for ``backend`` on ``device_type`` tensors, or an error saying why.
+
+    ``supported``: the backends the op has kernels for ("reference" always runs).
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "auto":
@@ -109,7 +114,11 @@ def resolve_backend(backend: str, device_type: str) -> str:
         if backend not in BACKENDS:
             raise ValueError(f"{ENV_VAR}: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "auto":
-        return _auto(device_type)
+        return _auto(device_type, supported)
+    if backend not in supported and backend != "reference":
+        raise BackendUnavailableError(
+            f"backend {backend!r} has no kernel for this op; it has {', '.join(supported)}"
+        )
     reason = backend_error(backend, device_type)
     if reason is not None:
         raise BackendUnavailableError(reason)
