@@ -8,6 +8,8 @@ see docs in :mod:`ebir_fast.degrade.presets`.
 
 from __future__ import annotations
 
+import torch  # noqa: F401  (doctest namespace)
+
 from ebir_fast.degrade.base import Degrader
 from ebir_fast.degrade.kernels import FAMILIES, KERNEL_SIZE, KernelConfig, sample_kernels
 from ebir_fast.degrade.presets import SecondOrderConfig, StageConfig, elq, lq
@@ -35,12 +37,20 @@ __all__ = [
     "PRESETS",
     "Degrader",
     "KernelConfig",
+    "ParamConfig",
+    "ParamDegrader",
+    "ParamParams",
     "SecondOrderConfig",
     "SecondOrderDegrader",
     "SecondOrderParams",
     "StageConfig",
+    "WildConfig",
+    "WildDegrader",
+    "WildParams",
     "create_degrader",
     "elq",
     "lq",
+    "param",
     "sample_kernels",
+    "wild",
 ]
