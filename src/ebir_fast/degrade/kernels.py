@@ -155,6 +155,7 @@ def anisotropic_kernels(
 ) -> torch.Tensor:  # [B, 21, 21] float64
     """Gaussian-family kernels with covariance ``R(theta) diag(sx^2, sy^2) R(theta)^T``."""
     yy, xx = _grid()
+    sigma_x, sigma_y, theta, beta = (t.double() for t in (sigma_x, sigma_y, theta, beta))
     c, s = torch.cos(theta).view(-1, 1, 1), torch.sin(theta).view(-1, 1, 1)
     # Coordinates in the rotated frame: d2 = u^2 / sx^2 + v^2 / sy^2.
     u = c * xx + s * yy
@@ -172,7 +173,7 @@ def sinc_kernels(
     """Circular low-pass (2D sinc) kernels; the centre before normalisation is ``wc^2 / (4 pi)``."""
     yy, xx = _grid()
     r = torch.sqrt(xx * xx + yy * yy)
-    wc = cutoff.view(-1, 1, 1)
+    wc = cutoff.double().view(-1, 1, 1)
     safe_r = torch.where(r > 0, r, torch.ones((), dtype=r.dtype))
     k = wc * torch.special.bessel_j1(wc * safe_r) / (2 * math.pi * safe_r)
     k = torch.where(r > 0, k, wc * wc / (4 * math.pi))
@@ -202,6 +203,7 @@ def motion_kernels(sizes: torch.Tensor, length: torch.Tensor, theta: torch.Tenso
     so the kernel is symmetric about the centre like the camera shake it models.
     """
     yy, xx = _grid()
+    length, theta = length.double(), theta.double()
     c, s = torch.cos(theta).view(-1, 1, 1), torch.sin(theta).view(-1, 1, 1)
     along = c * xx + s * yy
     across = (-s * xx + c * yy).abs()
