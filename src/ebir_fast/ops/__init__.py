@@ -13,9 +13,13 @@ from ebir_fast.ops._dispatch import (
 )
 from ebir_fast.ops._gaussian import MAX_KERNEL_SIZE, default_kernel_size, gaussian_taps
 from ebir_fast.ops.blur import BlurMSELoss, GaussianBlur, blur_mse, gaussian_blur
+from ebir_fast.ops.filter2d import MAX_FILTER_SIZE, filter2d
+from ebir_fast.ops.jpeg import jpeg_roundtrip
+from ebir_fast.ops.reference import jpeg_quality_factor, jpeg_tables
 
 __all__ = [
     "BACKENDS",
+    "MAX_FILTER_SIZE",
     "MAX_KERNEL_SIZE",
     "BackendUnavailableError",
     "BlurMSELoss",
@@ -23,7 +27,11 @@ __all__ = [
     "available_backends",
     "blur_mse",
     "default_kernel_size",
+    "filter2d",
     "gaussian_blur",
     "gaussian_taps",
+    "jpeg_quality_factor",
+    "jpeg_roundtrip",
+    "jpeg_tables",
     "resolve_backend",
 ]

@@ -89,3 +89,180 @@ def gaussian_blur_adjoint_reference(
     with torch.enable_grad():
         (out,) = torch.autograd.grad(_blur_acc(x, taps), x, grad.to(acc))
     return out.to(grad.dtype)
+
+
+# ---- per-sample 2D filtering and the JPEG round trip on ragged batches ---------------------------
+
+
+def ragged_mirror_index(
+    extent: torch.Tensor,  # [B] int64, each >= 1
+    length: int,
+    radius: int,
+) -> torch.Tensor:  # [B, length + 2 * radius] int64
+    """Per-sample :func:`mirror_index`: each row mirrors at its own ``extent`` (not ``length``).
+
+    Positions past ``extent + radius`` get in-range but meaningless indices; callers mask them.
+    """
+    p = torch.arange(-radius, length + radius, device=extent.device).view(1, -1)
+    n = extent.view(-1, 1)
+    period = (2 * (n - 1)).clamp_min(1)
+    q = torch.remainder(p, period)
+    q = torch.where(q < n, q, period - q)
+    return torch.where(n == 1, torch.zeros_like(q), q)
+
+
+def extent_mask(
+    sizes: torch.Tensor, height: int, width: int, device: torch.device
+) -> torch.Tensor:  # [B, 1, H, W] bool
+    """True inside each sample's valid extent ``sizes [B, 2] = (h, w)``."""
+    s = sizes.to(device)
+    rows = torch.arange(height, device=device).view(1, -1, 1) < s[:, 0].view(-1, 1, 1)
+    cols = torch.arange(width, device=device).view(1, 1, -1) < s[:, 1].view(-1, 1, 1)
+    return (rows & cols).unsqueeze(1)
+
+
+def _gather_rows_cols(
+    x: torch.Tensor,  # [B, C, H, W]
+    rows: torch.Tensor,  # [B, H']
+    cols: torch.Tensor,  # [B, W']
+) -> torch.Tensor:  # [B, C, H', W']
+    b = torch.arange(x.shape[0], device=x.device).view(-1, 1, 1)
+    return x.permute(0, 2, 3, 1)[b, rows.unsqueeze(2), cols.unsqueeze(1)].permute(0, 3, 1, 2)
+
+
+def filter2d_reference(
+    x: torch.Tensor,  # [B, C, H, W]
+    kernels: torch.Tensor,  # [B, K, K], K odd
+    sizes: torch.Tensor,  # [B, 2] int64 valid (h, w) per sample
+) -> torch.Tensor:  # [B, C, H, W], dtype of x, zero outside `sizes`
+    """Per-sample cross-correlation with a mirror border at each sample's own extent.
+
+    A grouped convolution over the mirror-padded batch; differentiable in ``x`` and ``kernels``.
+    """
+    b, c, h, w = x.shape
+    k = kernels.shape[-1]
+    r = k // 2
+    acc = accumulation_dtype(x.dtype)
+    sizes = sizes.to(x.device)
+    rows = ragged_mirror_index(sizes[:, 0], h, r)
+    cols = ragged_mirror_index(sizes[:, 1], w, r)
+    padded = _gather_rows_cols(x.to(acc), rows, cols)
+    weight = kernels.to(acc).repeat_interleave(c, dim=0).unsqueeze(1)  # [B * C, 1, K, K]
+    out = F.conv2d(padded.reshape(1, b * c, h + 2 * r, w + 2 * r), weight, groups=b * c)
+    out = out.view(b, c, h, w) * extent_mask(sizes, h, w, x.device)
+    return out.to(x.dtype)
+
+
+#: JPEG Annex K tables in natural order: row = vertical frequency, column = horizontal frequency.
+JPEG_LUMA_TABLE = (
+    (16, 11, 10, 16, 24, 40, 51, 61),
+    (12, 12, 14, 19, 26, 58, 60, 55),
+    (14, 13, 16, 24, 40, 57, 69, 56),
+    (14, 17, 22, 29, 51, 87, 80, 62),
+    (18, 22, 37, 56, 68, 109, 103, 77),
+    (24, 35, 55, 64, 81, 104, 113, 92),
+    (49, 64, 78, 87, 103, 121, 120, 101),
+    (72, 92, 95, 98, 112, 100, 103, 99),
+)
+JPEG_CHROMA_TABLE = (
+    (17, 18, 24, 47, 99, 99, 99, 99),
+    (18, 21, 26, 66, 99, 99, 99, 99),
+    (24, 26, 56, 99, 99, 99, 99, 99),
+    (47, 66, 99, 99, 99, 99, 99, 99),
+    *((99,) * 8,) * 4,
+)
+#: JFIF RGB -> YCbCr (full-range BT.601); the offsets (0, 128, 128) are added after.
+RGB_TO_YCBCR = (
+    (0.299, 0.587, 0.114),
+    (-0.168735892, -0.331264108, 0.5),
+    (0.5, -0.418687589, -0.081312411),
+)
+YCBCR_TO_RGB = (
+    (1.0, 0.0, 1.402),
+    (1.0, -0.344136286, -0.714136286),
+    (1.0, 1.772, 0.0),
+)
+
+
+def jpeg_quality_factor(quality: torch.Tensor) -> torch.Tensor:
+    """libjpeg's table scale for a (float) quality in (0, 100]: ``50 / q`` below 50, else
+    ``(200 - 2 q) / 100`` (so q = 100 gives 0, which the [1, 255] clamp of the table makes 1)."""
+    return torch.where(quality < 50, 50.0 / quality, (200.0 - 2.0 * quality) / 100.0)
+
+
+def jpeg_tables(
+    quality: torch.Tensor,  # [B]
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:  # ([B, 8, 8] luma, [B, 8, 8] chroma)
+    """Quantisation tables ``clamp(T * f(q), 1, 255)``, unrounded so that q is continuous.
+
+    The clamp is libjpeg's: without it (BasicSR's DiffJPEG) q < ~20 quantises more coarsely than
+    any real JPEG and q = 100 divides by zero.
+    """
+    f = jpeg_quality_factor(quality.to(torch.float64)).view(-1, 1, 1)
+    luma = torch.tensor(JPEG_LUMA_TABLE, dtype=torch.float64, device=quality.device)
+    chroma = torch.tensor(JPEG_CHROMA_TABLE, dtype=torch.float64, device=quality.device)
+    return (
+        (luma * f).clamp(1.0, 255.0).to(dtype),
+        (chroma * f).clamp(1.0, 255.0).to(dtype),
+    )
+
+
+def dct_matrix(dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:  # [8, 8]
+    """Orthonormal DCT-II: ``D[u, x] = c(u) cos((2x + 1) u pi / 16)``; the inverse is ``D^T``."""
+    u = torch.arange(8, dtype=torch.float64).view(-1, 1)
+    x = torch.arange(8, dtype=torch.float64).view(1, -1)
+    d = torch.cos((2 * x + 1) * u * torch.pi / 16) * torch.where(u == 0, 0.5**1.5, 0.5)
+    return d.to(dtype=dtype, device=device)
+
+
+def straight_through_round(x: torch.Tensor) -> torch.Tensor:
+    """``round(x)`` (half to even) forward, identity backward."""
+    return x + (torch.round(x) - x).detach()
+
+
+def _block_transform(
+    plane: torch.Tensor,  # [B, C, H, W], H and W multiples of 8, values 0..255
+    table: torch.Tensor,  # [B, 8, 8]
+) -> torch.Tensor:  # [B, C, H, W]
+    """8x8 DCT of ``plane - 128``, quantise, round (straight-through), dequantise, inverse DCT."""
+    b, c, h, w = plane.shape
+    d = dct_matrix(plane.dtype, plane.device)
+    blocks = (plane - 128.0).view(b, c, h // 8, 8, w // 8, 8)
+    coeff = torch.einsum("uy,bcnymx,vx->bcnumv", d, blocks, d)
+    q = table.view(b, 1, 1, 8, 1, 8)
+    coeff = straight_through_round(coeff / q) * q
+    out = torch.einsum("uy,bcnumv,vx->bcnymx", d, coeff, d)
+    return out.reshape(b, c, h, w) + 128.0
+
+
+def jpeg_roundtrip_reference(
+    x: torch.Tensor,  # [B, 3, H, W] RGB in [0, 1]
+    quality: torch.Tensor,  # [B] float in (0, 100]
+    sizes: torch.Tensor,  # [B, 2] int64 valid (h, w) per sample
+) -> torch.Tensor:  # [B, 3, H, W], dtype of x, zero outside `sizes`
+    """JPEG compress-decompress, 4:2:0 chroma: DiffJPEG's semantics with libjpeg's clamped tables.
+
+    Each sample is edge-replicated from its extent to a multiple of 16 (as encoders pad), scaled to
+    0..255, converted to YCbCr, its chroma 2x2-averaged, every 8x8 block transformed by
+    :func:`_block_transform`, the chroma upsampled by replication, converted back and clamped to
+    0..255. Rounding is straight-through, so the gradient is the linear map around it.
+    """
+    h, w = x.shape[-2:]
+    acc = accumulation_dtype(x.dtype)
+    sizes = sizes.to(x.device)
+    h16, w16 = -(-h // 16) * 16, -(-w // 16) * 16
+    rows = torch.minimum(torch.arange(h16, device=x.device).view(1, -1), sizes[:, :1] - 1)
+    cols = torch.minimum(torch.arange(w16, device=x.device).view(1, -1), sizes[:, 1:] - 1)
+    rgb = _gather_rows_cols(x.to(acc), rows, cols) * 255.0
+    fwd = torch.tensor(RGB_TO_YCBCR, dtype=acc, device=x.device)
+    inv = torch.tensor(YCBCR_TO_RGB, dtype=acc, device=x.device)
+    ycc = torch.einsum("oc,bchw->bohw", fwd, rgb)
+    luma_t, chroma_t = jpeg_tables(quality.to(x.device), acc)
+    y = _block_transform(ycc[:, :1], luma_t)
+    cbcr = F.avg_pool2d(ycc[:, 1:], 2) + 128.0
+    cbcr = _block_transform(cbcr, chroma_t) - 128.0
+    cbcr = cbcr.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    out = torch.einsum("oc,bchw->bohw", inv, torch.cat([y, cbcr], dim=1)).clamp(0.0, 255.0)
+    out = out[:, :, :h, :w] / 255.0 * extent_mask(sizes, h, w, x.device)
+    return out.to(x.dtype)
