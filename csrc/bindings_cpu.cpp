@@ -5,6 +5,7 @@
 #include <string>
 
 #include "ebir/blur.h"
+#include "ebir/filter2d.h"
 #include "ebir/py_args.h"
 
 #if defined(EBIR_HAVE_OPENMP)
@@ -16,6 +17,16 @@ namespace py = pybind11;
 namespace {
 
 // The widest ISA the CPU kernels' run-time dispatch will pick on this machine.
+using F2dShape = std::tuple<int64_t, int64_t, int64_t, int64_t, int, int>;  // B, C, H, W, K, acc
+
+ebir::Filter2dArgs filter2d_args(const F2dShape& s, uintptr_t kernels, uintptr_t sizes) {
+  ebir::Filter2dArgs a;
+  std::tie(a.B, a.C, a.H, a.W, a.K, a.acc) = s;
+  a.kernels = reinterpret_cast<const void*>(kernels);
+  a.sizes = reinterpret_cast<const int64_t*>(sizes);
+  return a;
+}
+
 std::string cpu_isa() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
@@ -85,4 +96,32 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("shape"), py::arg("acc_dtype"),
       "Workspace bytes of the CUDA kernels and of their emulation.");
+  m.def(
+      "filter2d_fwd",
+      [](const F2dShape& shape, uintptr_t kernels, uintptr_t sizes, const ebir::PyView& x,
+         const ebir::PyView& out, int num_threads) {
+        ebir::Filter2dArgs a = filter2d_args(shape, kernels, sizes);
+        a.x = ebir::to_view(x);
+        a.out = ebir::to_view(out);
+        ebir::filter2d_fwd_cpu(a, num_threads);
+      },
+      py::arg("shape"), py::arg("kernels"), py::arg("sizes"), py::arg("x"), py::arg("out"),
+      py::arg("num_threads"), py::call_guard<py::gil_scoped_release>(),
+      "out = per-sample cross-correlation of x, mirror border at each extent, 0 outside.");
+  m.def(
+      "filter2d_bwd",
+      [](const F2dShape& shape, uintptr_t kernels, uintptr_t sizes, const ebir::PyView& x,
+         const ebir::PyView& grad, const ebir::PyView& grad_x, uintptr_t grad_k,
+         int num_threads) {
+        ebir::Filter2dArgs a = filter2d_args(shape, kernels, sizes);
+        a.x = ebir::to_view(x);
+        a.grad = ebir::to_view(grad);
+        a.grad_x = ebir::to_view(grad_x);
+        a.grad_k = reinterpret_cast<void*>(grad_k);
+        ebir::filter2d_bwd_cpu(a, num_threads);
+      },
+      py::arg("shape"), py::arg("kernels"), py::arg("sizes"), py::arg("x"), py::arg("grad"),
+      py::arg("grad_x"), py::arg("grad_k"), py::arg("num_threads"),
+      py::call_guard<py::gil_scoped_release>(),
+      "grad_x (when grad_x's pointer != 0) and grad_k (when != 0) of filter2d_fwd.");
 }

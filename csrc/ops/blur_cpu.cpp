@@ -16,53 +16,12 @@
 
 #include "ebir/blur.h"
 #include "ebir/common.h"
-
-#if defined(EBIR_HAVE_OPENMP)
-#include <omp.h>
-#endif
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(EBIR_NO_CLONES)
-#define EBIR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define EBIR_CLONES
-#endif
-
-#if defined(__GNUC__) || defined(__clang__)
-#define EBIR_INLINE inline __attribute__((always_inline))
-#else
-#define EBIR_INLINE inline
-#endif
+#include "ebir/cpu_rows.h"
 
 namespace ebir {
 namespace {
 
-// GCC/Clang vector extensions: 64-byte vectors become one zmm op on AVX-512, two ymm ops on AVX2
-// and four xmm ops on baseline x86-64, so one source serves every clone. Written explicitly because
-// GCC turns the plain loops into a scalar unroll-and-jam over the taps.
-template <class T>
-struct VecOf;
-template <>
-struct VecOf<float> {
-  typedef float type __attribute__((vector_size(64), aligned(4)));
-};
-template <>
-struct VecOf<double> {
-  typedef double type __attribute__((vector_size(64), aligned(8)));
-};
-template <class T>
-using Vec = typename VecOf<T>::type;
-
-template <class T>
-EBIR_INLINE Vec<T> vload(const T* p) {
-  Vec<T> v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-template <class T>
-EBIR_INLINE void vstore(T* p, Vec<T> v) {
-  std::memcpy(p, &v, sizeof(v));
-}
+using namespace cpu;
 
 // out[j] = w[R] rows[R][j] + sum_{t<R} w[t] (rows[t][j] + rows[2R-t][j]),  0 <= j < n.
 // The vertical pass passes 2R + 1 ring rows; the horizontal pass passes rows[t] = padded_row + t.
@@ -130,77 +89,6 @@ EBIR_CLONES void sym_correlate(const double* const* rows, const double* w, int R
 EBIR_CLONES double sumsq(const float* v, int64_t n) { return sumsq_impl<float>(v, n); }
 EBIR_CLONES double sumsq(const double* v, int64_t n) { return sumsq_impl<double>(v, n); }
 
-// ---- strided row access ---------------------------------------------------------------------------
-
-inline int64_t row_offset(const View4& v, int64_t b, int64_t c, int64_t h) {
-  return b * v.stride[0] + c * v.stride[1] + h * v.stride[2];
-}
-
-// Row loops with the dtype switch hoisted out and a unit-stride branch the compiler can vectorise.
-template <class F>
-EBIR_INLINE void for_each_strided(int64_t n, int64_t stride, F&& f) {
-  if (stride == 1)
-    for (int64_t j = 0; j < n; ++j) f(j, j);
-  else
-    for (int64_t j = 0; j < n; ++j) f(j, j * stride);
-}
-
-// dst[j] = x[b, c, h, j] (op) src[j] in the accumulation type; op is "=" or "-=".
-template <class T, bool Subtract>
-void load_row_op(const View4& v, int64_t b, int64_t c, int64_t h, int64_t n, T* dst) {
-  const int64_t o = row_offset(v, b, c, h), s = v.stride[3];
-  auto apply = [&](const auto* p, auto to_acc) {
-    for_each_strided(n, s, [&](int64_t j, int64_t k) {
-      if (Subtract)
-        dst[j] -= to_acc(p[k]);
-      else
-        dst[j] = to_acc(p[k]);
-    });
-  };
-  switch (v.dtype) {
-    case kF32: apply(static_cast<const float*>(v.data) + o, [](float u) { return T(u); }); break;
-    case kF64: apply(static_cast<const double*>(v.data) + o, [](double u) { return T(u); }); break;
-    case kF16:
-      apply(static_cast<const uint16_t*>(v.data) + o, [](uint16_t u) { return T(half_to_float(u)); });
-      break;
-    default:
-      apply(static_cast<const uint16_t*>(v.data) + o, [](uint16_t u) { return T(bf16_to_float(u)); });
-      break;
-  }
-}
-
-// dst[j] = x[b, c, h, j] - y[b, c, h, j] (y optional), in the accumulation type.
-template <class T>
-void load_row(const View4& x, const View4* y, int64_t b, int64_t c, int64_t h, int64_t n, T* dst) {
-  load_row_op<T, false>(x, b, c, h, n, dst);
-  if (y != nullptr) load_row_op<T, true>(*y, b, c, h, n, dst);
-}
-
-// out[b, c, h, :] = scale * src (negated when `negate`), rounded once to out's dtype.
-// -(scale * v) == (-scale) * v exactly in IEEE arithmetic, so the negation is folded into the scale.
-template <class T>
-void store_row(const View4& out, int64_t b, int64_t c, int64_t h, int64_t n, const T* src,
-               T scale, bool negate) {
-  const int64_t o = row_offset(out, b, c, h), s = out.stride[3];
-  const T k = negate ? -scale : scale;
-  auto apply = [&](auto* p, auto from_acc) {
-    if (k == T(1))
-      for_each_strided(n, s, [&](int64_t j, int64_t q) { p[q] = from_acc(src[j]); });
-    else
-      for_each_strided(n, s, [&](int64_t j, int64_t q) { p[q] = from_acc(k * src[j]); });
-  };
-  switch (out.dtype) {
-    case kF32: apply(static_cast<float*>(out.data) + o, [](T v) { return float(v); }); break;
-    case kF64: apply(static_cast<double*>(out.data) + o, [](T v) { return double(v); }); break;
-    case kF16:
-      apply(static_cast<uint16_t*>(out.data) + o, [](T v) { return float_to_half(float(v)); });
-      break;
-    default:
-      apply(static_cast<uint16_t*>(out.data) + o, [](T v) { return float_to_bf16(float(v)); });
-      break;
-  }
-}
-
 // ---- task partition -------------------------------------------------------------------------------
 
 // One unit of work: rows [r0, r1) of plane b * C + c.
@@ -228,14 +116,6 @@ Partition partition(int64_t planes, int64_t H, int R, int threads) {
   return {(H + rows - 1) / rows, rows};
 }
 
-int resolve_threads(int num_threads) {
-#if defined(EBIR_HAVE_OPENMP)
-  return num_threads > 0 ? num_threads : omp_get_max_threads();
-#else
-  (void)num_threads;
-  return 1;
-#endif
-}
 
 void check_shape(const BlurShape& s) {
   if (s.B <= 0 || s.C <= 0 || s.H <= 0 || s.W <= 0)

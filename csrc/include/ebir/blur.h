@@ -13,15 +13,9 @@
 #include <cstdint>
 
 #include "ebir/common.h"
+#include "ebir/view.h"
 
 namespace ebir {
-
-// A [B, C, H, W] array view: element pointer, dtype code and strides in elements.
-struct View4 {
-  void* data = nullptr;
-  int dtype = kF32;
-  int64_t stride[4] = {0, 0, 0, 0};
-};
 
 struct BlurShape {
   int64_t B = 0, C = 0, H = 0, W = 0;

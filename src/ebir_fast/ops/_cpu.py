@@ -57,3 +57,46 @@ def blur_bwd(
         view(out_y),
         torch.get_num_threads(),
     )
+
+
+def _filter2d_shape(x: torch.Tensor, kernels: torch.Tensor) -> tuple[int, ...]:
+    b, c, h, w = x.shape
+    return (b, c, h, w, kernels.shape[-1], DTYPE_CODES[kernels.dtype])
+
+
+def filter2d_fwd(
+    x: torch.Tensor,  # [B, C, H, W]
+    kernels: torch.Tensor,  # [B, K, K], accumulation dtype, contiguous
+    sizes: torch.Tensor,  # [B, 2] int64, contiguous
+    out: torch.Tensor,  # [B, C, H, W], written
+) -> None:
+    """out = per-sample correlation of x, mirror border at each extent, zero outside it."""
+    extension("_C").filter2d_fwd(
+        _filter2d_shape(x, kernels),
+        kernels.data_ptr(),
+        sizes.data_ptr(),
+        view(x),
+        view(out),
+        torch.get_num_threads(),
+    )
+
+
+def filter2d_bwd(
+    grad: torch.Tensor,  # [B, C, H, W]
+    x: torch.Tensor | None,  # [B, C, H, W], needed for grad_k
+    kernels: torch.Tensor,  # [B, K, K], accumulation dtype, contiguous
+    sizes: torch.Tensor,  # [B, 2] int64, contiguous
+    grad_x: torch.Tensor | None,  # [B, C, H, W], written
+    grad_k: torch.Tensor | None,  # [B, K, K], accumulation dtype, contiguous, written
+) -> None:
+    """grad_x (the adjoint of filter2d_fwd applied to grad) and grad_k, each when given."""
+    extension("_C").filter2d_bwd(
+        _filter2d_shape(grad, kernels),
+        kernels.data_ptr(),
+        sizes.data_ptr(),
+        view(x),
+        view(grad),
+        view(grad_x),
+        0 if grad_k is None else grad_k.data_ptr(),
+        torch.get_num_threads(),
+    )

@@ -1,0 +1,164 @@
+"""filter2d: every backend against the reference, forward and backward, on ragged batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ebir_fast.ops import MAX_FILTER_SIZE, filter2d
+from ebir_fast.ops.filter2d import FILTER2D_BACKENDS
+from ebir_fast.ops.reference import filter2d_reference
+from tests.ops.helpers import assert_close, fast_backend_params
+
+BACKENDS = [p for p in fast_backend_params() if p.values[0] in FILTER2D_BACKENDS]
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+# (B, C, H, W, K, support): odd sizes, a kernel larger than the image, 1-pixel images.
+CASES = [
+    ((3, 3, 37, 29), 21, 13),
+    ((2, 1, 5, 9), 21, 21),
+    ((2, 2, 1, 1), 5, 5),
+    ((1, 3, 40, 70), 9, 3),
+    ((4, 2, 16, 1), 7, 7),
+]
+
+
+def _kernels(b: int, k: int, support: int, dtype, seed: int = 0) -> torch.Tensor:
+    """[B, K, K]: random (signed) taps inside a centred support, zero rings outside."""
+    g = torch.Generator().manual_seed(seed)
+    out = torch.zeros(b, k, k, dtype=torch.float64)
+    lo = (k - support) // 2
+    out[:, lo : lo + support, lo : lo + support] = torch.randn(b, support, support, generator=g)
+    return (out / support).to(dtype)
+
+
+def _sizes(b: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """[B, 2]: the first sample full-size, the others random extents (1-pixel ones included)."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = torch.stack(
+        [torch.randint(1, h + 1, (b,), generator=g), torch.randint(1, w + 1, (b,), generator=g)], 1
+    )
+    sizes[0] = torch.tensor([h, w])
+    return sizes
+
+
+def _layout(x: torch.Tensor, layout: str) -> torch.Tensor:
+    if layout == "channels_last":
+        return x.contiguous(memory_format=torch.channels_last)
+    if layout == "strided":
+        wide = torch.zeros(*x.shape[:-1], 2 * x.shape[-1], dtype=x.dtype)
+        wide[..., ::2] = x
+        return wide[..., ::2]
+    return x
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(("shape", "k", "support"), CASES)
+def test_forward_matches_reference(backend, dtype, shape, k, support):
+    b, _c, h, w = shape
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    kernels = _kernels(b, k, support, torch.float32 if dtype != torch.float64 else dtype)
+    sizes = _sizes(b, h, w)
+    expected = filter2d_reference(x, kernels, sizes)
+    assert_close(filter2d(x, kernels, sizes, backend=backend), expected, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("layout", ["channels_last", "strided"])
+def test_any_layout(backend, layout):
+    b, c, h, w = 2, 3, 23, 31
+    x = torch.rand(b, c, h, w)
+    kernels, sizes = _kernels(b, 7, 5, torch.float32), _sizes(b, h, w)
+    out = filter2d(_layout(x, layout), kernels, sizes, backend=backend)
+    assert_close(out, filter2d_reference(x, kernels, sizes), torch.float32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("shape", "k", "support"), CASES)
+def test_backward_matches_reference(backend, shape, k, support):
+    b, _c, h, w = shape
+    x = torch.rand(shape, dtype=torch.float64, requires_grad=True)
+    kernels = _kernels(b, k, support, torch.float64).requires_grad_()
+    sizes = _sizes(b, h, w)
+    g = torch.randn(shape, dtype=torch.float64)
+    got = torch.autograd.grad(filter2d(x, kernels, sizes, backend=backend), (x, kernels), g)
+    want = torch.autograd.grad(filter2d_reference(x, kernels, sizes), (x, kernels), g)
+    for a, e in zip(got, want, strict=True):
+        assert_close(a, e, torch.float64)
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "reference"])
+def test_gradcheck(backend):
+    x = torch.rand(2, 2, 6, 5, dtype=torch.float64, requires_grad=True)
+    kernels = _kernels(2, 5, 5, torch.float64).requires_grad_()
+    sizes = torch.tensor([[6, 5], [3, 2]])
+    assert torch.autograd.gradcheck(
+        lambda a, k: filter2d(a, k, sizes, backend=backend), (x, kernels)
+    )
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "reference"])
+def test_only_x_or_only_kernels_need_gradients(backend):
+    x = torch.rand(2, 3, 9, 8, requires_grad=True)
+    kernels = _kernels(2, 5, 3, torch.float32)
+    filter2d(x, kernels, backend=backend).sum().backward()
+    assert x.grad is not None
+    assert bool(x.grad.abs().sum() > 0)
+    kernels.requires_grad_()
+    (grad_k,) = torch.autograd.grad(filter2d(x.detach(), kernels, backend=backend).sum(), kernels)
+    assert grad_k.shape == kernels.shape
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "reference"])
+def test_semantics(backend):
+    b, c, h, w = 3, 2, 12, 17
+    x = torch.rand(b, c, h, w)
+    sizes = torch.tensor([[12, 17], [5, 9], [1, 1]])
+    delta = torch.zeros(b, 21, 21)
+    delta[:, 10, 10] = 1.0
+    out = filter2d(x, delta, sizes, backend=backend)
+    for i, (hh, ww) in enumerate(sizes.tolist()):
+        assert torch.equal(out[i, :, :hh, :ww], x[i, :, :hh, :ww])  # a delta is the identity
+        assert out[i, :, hh:].abs().sum() == 0
+        assert out[i, :, :, ww:].abs().sum() == 0
+    # Zero rings change nothing: a 5x5 kernel zero-padded to 21x21 gives the 5x5 result.
+    small = _kernels(b, 5, 5, torch.float32)
+    padded = torch.nn.functional.pad(small, (8, 8, 8, 8))
+    assert_close(
+        filter2d(x, padded, sizes, backend=backend),
+        filter2d(x, small, sizes, backend=backend),
+        torch.float32,
+    )
+    # A 1-pixel extent is constant under any normalised kernel.
+    box = torch.full((b, 7, 7), 1 / 49)
+    assert torch.allclose(filter2d(x, box, sizes, backend=backend)[2, :, 0, 0], x[2, :, 0, 0])
+
+
+def test_auto_picks_the_cpu_kernel_on_cpu_tensors():
+    from ebir_fast.ops import available_backends
+    from ebir_fast.ops._dispatch import resolve_backend
+    from ebir_fast.ops.filter2d import FILTER2D_BACKENDS
+
+    if available_backends("cpu")["cpu"] != "available":
+        pytest.skip("the compiled CPU kernels are not built")
+    assert resolve_backend("auto", "cpu", FILTER2D_BACKENDS) == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("kernels", "sizes", "match"),
+    [
+        (torch.zeros(2, 4, 4), None, "odd size"),
+        (torch.zeros(2, MAX_FILTER_SIZE + 2, MAX_FILTER_SIZE + 2), None, "odd size"),
+        (torch.zeros(3, 5, 5), None, r"kernels: expected shape \[2, K, K\]"),
+        (torch.zeros(2, 5, 3), None, "kernels: expected shape"),
+        (torch.zeros(2, 5, 5, dtype=torch.int64), None, "floating"),
+        (torch.zeros(2, 5, 5), torch.tensor([[8, 8], [0, 3]]), "sizes: expected 1 <= h"),
+        (torch.zeros(2, 5, 5), torch.tensor([[8, 8], [9, 3]]), "sizes: expected 1 <= h"),
+        (torch.zeros(2, 5, 5), torch.tensor([[8.0, 8.0], [2.0, 3.0]]), "integer"),
+        (torch.zeros(2, 5, 5), torch.tensor([8, 8]), r"sizes: expected shape \[2, 2\]"),
+    ],
+)
+def test_errors_name_the_argument(kernels, sizes, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        filter2d(torch.rand(2, 3, 8, 8), kernels, sizes)
