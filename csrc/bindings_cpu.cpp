@@ -6,6 +6,7 @@
 
 #include "ebir/blur.h"
 #include "ebir/filter2d.h"
+#include "ebir/jpeg.h"
 #include "ebir/py_args.h"
 
 #if defined(EBIR_HAVE_OPENMP)
@@ -124,4 +125,21 @@ PYBIND11_MODULE(_C, m) {
       py::arg("grad_x"), py::arg("grad_k"), py::arg("num_threads"),
       py::call_guard<py::gil_scoped_release>(),
       "grad_x (when grad_x's pointer != 0) and grad_k (when != 0) of filter2d_fwd.");
+  m.def(
+      "jpeg_fwd",
+      [](const std::tuple<int64_t, int64_t, int64_t, int>& shape, uintptr_t tables,
+         uintptr_t sizes, const ebir::PyView& x, const ebir::PyView& out, uintptr_t pass,
+         int num_threads) {
+        ebir::JpegArgs a;
+        std::tie(a.B, a.H, a.W, a.acc) = shape;
+        a.tables = reinterpret_cast<const void*>(tables);
+        a.sizes = reinterpret_cast<const int64_t*>(sizes);
+        a.x = ebir::to_view(x);
+        a.out = ebir::to_view(out);
+        a.pass = reinterpret_cast<uint8_t*>(pass);
+        ebir::jpeg_fwd_cpu(a, num_threads);
+      },
+      py::arg("shape"), py::arg("tables"), py::arg("sizes"), py::arg("x"), py::arg("out"),
+      py::arg("pass_mask"), py::arg("num_threads"), py::call_guard<py::gil_scoped_release>(),
+      "JPEG round trip of every sample's extent; pass_mask (when != 0) gets the clamp's mask.");
 }

@@ -100,3 +100,23 @@ def filter2d_bwd(
         0 if grad_k is None else grad_k.data_ptr(),
         torch.get_num_threads(),
     )
+
+
+def jpeg_fwd(
+    x: torch.Tensor,  # [B, 3, H, W]
+    tables: torch.Tensor,  # [B, 2, 8, 8], accumulation dtype, contiguous
+    sizes: torch.Tensor,  # [B, 2] int64, contiguous
+    out: torch.Tensor,  # [B, 3, H, W], written inside the extents
+    pass_mask: torch.Tensor | None,  # [B, 3, H, W] uint8, contiguous, written inside the extents
+) -> None:
+    """The JPEG round trip of every sample's extent, and where the decoder's clamp passes."""
+    b, _, h, w = x.shape
+    extension("_C").jpeg_fwd(
+        (b, h, w, DTYPE_CODES[tables.dtype]),
+        tables.data_ptr(),
+        sizes.data_ptr(),
+        view(x),
+        view(out),
+        0 if pass_mask is None else pass_mask.data_ptr(),
+        torch.get_num_threads(),
+    )

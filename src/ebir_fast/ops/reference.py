@@ -212,7 +212,8 @@ def dct_matrix(dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
     """Orthonormal DCT-II: ``D[u, x] = c(u) cos((2x + 1) u pi / 16)``; the inverse is ``D^T``."""
     u = torch.arange(8, dtype=torch.float64).view(-1, 1)
     x = torch.arange(8, dtype=torch.float64).view(1, -1)
-    d = torch.cos((2 * x + 1) * u * torch.pi / 16) * torch.where(u == 0, 0.5**1.5, 0.5)
+    scale = torch.where(u == 0, torch.tensor(0.125, dtype=torch.float64).sqrt(), 0.5)
+    d = torch.cos((2 * x + 1) * u * torch.pi / 16) * scale
     return d.to(dtype=dtype, device=device)
 
 
