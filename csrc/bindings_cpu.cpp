@@ -7,6 +7,7 @@
 #include "ebir/blur.h"
 #include "ebir/filter2d.h"
 #include "ebir/jpeg.h"
+#include "ebir/poisson.h"
 #include "ebir/py_args.h"
 
 #if defined(EBIR_HAVE_OPENMP)
@@ -142,4 +143,35 @@ PYBIND11_MODULE(_C, m) {
       py::arg("shape"), py::arg("tables"), py::arg("sizes"), py::arg("x"), py::arg("out"),
       py::arg("pass_mask"), py::arg("num_threads"), py::call_guard<py::gil_scoped_release>(),
       "JPEG round trip of every sample's extent; pass_mask (when != 0) gets the clamp's mask.");
+  m.def(
+      "poisson_levels",
+      [](int64_t numel, int64_t batch, uintptr_t levels, uintptr_t table_of_sample, uintptr_t cdf,
+         int64_t length, uint64_t seed, uint64_t offset, uintptr_t counts, int num_threads) {
+        ebir::PoissonArgs a;
+        a.numel = numel;
+        a.batch = batch;
+        a.levels = reinterpret_cast<const float*>(levels);
+        a.table_of_sample = reinterpret_cast<const int64_t*>(table_of_sample);
+        a.cdf = reinterpret_cast<const double*>(cdf);
+        a.length = length;
+        a.seed = seed;
+        a.offset = offset;
+        a.counts = reinterpret_cast<float*>(counts);
+        ebir::poisson_levels_cpu(a, num_threads);
+      },
+      py::arg("numel"), py::arg("batch"), py::arg("levels"), py::arg("table_of_sample"),
+      py::arg("cdf"), py::arg("length"), py::arg("seed"), py::arg("offset"), py::arg("counts"),
+      py::arg("num_threads"), py::call_guard<py::gil_scoped_release>(),
+      "counts[e] = Poisson sample of rate table[table_of_sample[b]][levels[e]] by inversion.");
+  m.def(
+      "level_histogram",
+      [](uintptr_t levels, uintptr_t sizes, int64_t B, int64_t C, int64_t H, int64_t W,
+         uintptr_t hist, int num_threads) {
+        ebir::level_histogram_cpu(reinterpret_cast<const float*>(levels),
+                                  reinterpret_cast<const int64_t*>(sizes), B, C, H, W,
+                                  reinterpret_cast<int64_t*>(hist), num_threads);
+      },
+      py::arg("levels"), py::arg("sizes"), py::arg("B"), py::arg("C"), py::arg("H"), py::arg("W"),
+      py::arg("hist"), py::arg("num_threads"), py::call_guard<py::gil_scoped_release>(),
+      "Per-sample 256-bin histogram of integer levels inside each extent.");
 }

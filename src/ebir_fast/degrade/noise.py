@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ebir_fast.degrade.ragged import valid_mask
+from ebir_fast.ops.random import level_histogram, poisson_levels
 
 LUMA = (0.299, 0.587, 0.114)
 
@@ -36,13 +36,10 @@ def unique_levels(
 ) -> torch.Tensor:  # [B] int64
     """Number of distinct 8-bit values of each sample inside its extent, with no per-sample loop.
 
-    A per-sample 256-bin histogram (one ``bincount`` over ``sample * 256 + level``) replaces
-    BasicSR's ``torch.unique`` per image.
+    A per-sample 256-bin histogram (:func:`ebir_fast.ops.random.level_histogram`, one pass over
+    the batch) replaces BasicSR's ``torch.unique`` per image.
     """
-    b, c, h, w = x8.shape
-    mask = valid_mask(sizes, h, w, x8.device).expand(b, c, h, w)
-    ids = torch.arange(b, device=x8.device).view(-1, 1, 1, 1) * 256 + x8.long()
-    hist = torch.bincount(ids[mask], minlength=b * 256).view(b, 256)
+    hist = level_histogram(x8, sizes)
     return (hist > 0).sum(dim=1)
 
 
@@ -64,8 +61,9 @@ def poisson_noise(
     levels = torch.round(src * 255.0)
     vals = 2.0 ** torch.ceil(torch.log2(unique_levels(levels, sizes).clamp_min(1).double()))
     x8 = levels / 255.0
-    rate = x8.cpu().double() * vals.view(-1, 1, 1, 1)
-    counts = torch.poisson(rate, generator=_generator(seed))
-    noise = (counts / vals.view(-1, 1, 1, 1)).to(device=x.device, dtype=x.dtype) - x8
+    # Rates are level * vals / 255: at most 256 per sample, so the sampler inverts tabulated CDFs
+    # with a counter-based stream (the same counts on any device), not torch.poisson on the CPU.
+    counts = poisson_levels(levels, vals / 255.0, seed)
+    noise = counts.to(x.dtype) / vals.to(x.device, x.dtype).view(-1, 1, 1, 1) - x8
     # Gray samples: one noise field for all channels (the luma image is the same in each).
     return torch.where(gray.to(x.device).view(-1, 1, 1, 1), noise[:, :1].expand_as(noise), noise)

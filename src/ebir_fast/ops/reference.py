@@ -267,3 +267,102 @@ def jpeg_roundtrip_reference(
     out = torch.einsum("oc,bchw->bohw", inv, torch.cat([y, cbcr], dim=1)).clamp(0.0, 255.0)
     out = out[:, :, :h, :w] / 255.0 * extent_mask(sizes, h, w, x.device)
     return out.to(x.dtype)
+
+
+# ---- counter-based uniforms and Poisson sampling by inversion ----------------------------------
+
+_MASK64 = (1 << 64) - 1
+
+
+def _signed(v: int) -> int:
+    """A uint64 constant as the int64 with the same bits."""
+    v &= _MASK64
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 bits (torch's >> is arithmetic)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def _mix(z: torch.Tensor) -> torch.Tensor:
+    z = (z ^ _shr(z, 30)) * _signed(0xBF58476D1CE4E5B9)
+    z = (z ^ _shr(z, 27)) * _signed(0x94D049BB133111EB)
+    return z ^ _shr(z, 31)
+
+
+def stream_key(seed: int) -> int:
+    """The key of stream ``seed`` (csrc/include/ebir/counter_rng.h), a uint64 as a Python int."""
+    z = seed & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def counter_uniform_reference(
+    seed: int, numel: int, offset: int = 0, device=None
+) -> torch.Tensor:  # [numel] float64 in (0, 1)
+    """Elements ``offset .. offset + numel - 1`` of the counter-based stream ``seed``: the bits of
+    SplitMix64's finaliser on a keyed Weyl sequence, in int64 arithmetic that wraps like uint64."""
+    e = torch.arange(offset + 1, offset + numel + 1, dtype=torch.int64, device=device)
+    z = _mix(e * _signed(0x9E3779B97F4A7C15) + _signed(stream_key(seed)))
+    return (_shr(z, 11).double() + 0.5) * 2.0**-53
+
+
+def poisson_cdf_tables(
+    rate_scale: torch.Tensor,  # [T] float64: rate of level l is l * rate_scale
+) -> torch.Tensor:  # [T, 256, L] float64, non-decreasing rows ending in 1
+    """Poisson CDFs for the rates ``level * scale`` of every 8-bit level.
+
+    Rows run to ``k = rate + 12 sqrt(rate) + 12`` (the tail beyond holds < 1e-20 of the mass), and
+    their last entry is set to 1 so that inversion always ends.
+    """
+    rates = torch.arange(256, dtype=torch.float64).view(1, -1) * rate_scale.view(-1, 1).double()
+    top = float(rates.max())
+    length = int(top + 12.0 * top**0.5 + 12.0) + 1
+    k = torch.arange(length, dtype=torch.float64)
+    log_pmf = k * torch.log(rates.unsqueeze(-1)) - rates.unsqueeze(-1) - torch.lgamma(k + 1)
+    log_pmf = torch.where(rates.unsqueeze(-1) == 0, torch.where(k == 0, 0.0, -torch.inf), log_pmf)
+    cdf = torch.cumsum(torch.exp(log_pmf), dim=-1)
+    cdf[..., -1] = 1.0
+    return cdf.contiguous()
+
+
+def poisson_levels_reference(
+    levels: torch.Tensor,  # [B, ...] integer values 0..255 (any dtype)
+    table_of_sample: torch.Tensor,  # [B] int64 index into `cdf`
+    cdf: torch.Tensor,  # [T, 256, L] from poisson_cdf_tables
+    seed: int,
+    offset: int = 0,
+) -> torch.Tensor:  # [B, ...] float32 counts
+    """Inversion: element e (flat, sample-major) is the smallest k with ``cdf[k] > u_e``.
+
+    Elements are grouped by CDF row (sorted once), so memory stays linear in the image size.
+    """
+    b = levels.shape[0]
+    rows = (table_of_sample.view(-1, 1) * 256 + levels.reshape(b, -1).long()).flatten()
+    u = counter_uniform_reference(seed, levels.numel(), offset, levels.device)
+    table = cdf.reshape(-1, cdf.shape[-1])
+    order = torch.argsort(rows, stable=True)
+    sorted_rows = rows[order]
+    distinct, counts_per_row = torch.unique_consecutive(sorted_rows, return_counts=True)
+    out = torch.empty(rows.numel(), dtype=torch.int64, device=levels.device)
+    start = 0
+    for row, n in zip(distinct.tolist(), counts_per_row.tolist(), strict=True):
+        idx = order[start : start + n]
+        out[idx] = torch.searchsorted(table[row], u[idx], right=True)
+        start += n
+    return out.clamp_max(cdf.shape[-1] - 1).to(torch.float32).view(levels.shape)
+
+
+def level_histogram_reference(
+    levels: torch.Tensor,  # [B, C, H, W] integer values 0..255
+    sizes: torch.Tensor,  # [B, 2]
+) -> torch.Tensor:  # [B, 256] int64
+    """Per-sample 256-bin histogram inside each extent: one ``bincount`` over ``sample * 256 +
+    level``, pixels outside the extent counted into a spare bin that is dropped."""
+    b, _, h, w = levels.shape
+    mask = extent_mask(sizes, h, w, levels.device)
+    ids = torch.arange(b, device=levels.device).view(-1, 1, 1, 1) * 256 + levels.long()
+    ids = torch.where(mask, ids, b * 256)
+    return torch.bincount(ids.flatten(), minlength=b * 256 + 1)[: b * 256].view(b, 256)
