@@ -1,0 +1,230 @@
+"""The ``ebir-fast`` command: ``degrade`` (training triplets) and ``info`` (what this install runs).
+
+Each command is one function taking the parsed arguments and returning the exit code; ``main``
+parses and dispatches, so more commands are one parser and one function each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+PRESET_NAMES = ("lq", "elq", "wild", "param")
+
+
+class UsageError(Exception):
+    """A command cannot run as asked; the message says why (exit code 2)."""
+
+
+def _stream_seed(seed: int, name: str, which: str) -> int:
+    """A 63-bit seed from (run seed, file, purpose): reproducible and independent of file order."""
+    digest = hashlib.sha256(f"{seed}\0{name}\0{which}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def hq_crop(image: torch.Tensor, size: int, crop: str, seed: int) -> torch.Tensor:
+    """``image [3, H, W]`` -> ``[3, size, size]``: short side resized to ``size`` (antialiased
+    bicubic, up or down), then a centre crop or a crop at a position drawn from ``seed``."""
+    _, h, w = image.shape
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    if (nh, nw) != (h, w):
+        image = F.interpolate(
+            image.unsqueeze(0), size=(nh, nw), mode="bicubic", antialias=True, align_corners=False
+        )[0].clamp(0, 1)
+    if crop == "center":
+        top, left = (nh - size) // 2, (nw - size) // 2
+    else:
+        g = torch.Generator().manual_seed(seed)
+        top = int(torch.randint(nh - size + 1, (), generator=g))
+        left = int(torch.randint(nw - size + 1, (), generator=g))
+    return image[:, top : top + size, left : left + size]
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    from ebir_fast import __version__
+    from ebir_fast.degrade import create_degrader
+
+    def config(name):
+        return dataclasses.asdict(create_degrader(name).config)
+
+    return {
+        "preset": args.preset,
+        "lq_preset": args.lq_preset,
+        "seed": args.seed,
+        "size": args.size,
+        "crop": args.crop,
+        "config": config(args.preset),
+        "lq_config": config(args.lq_preset),
+        "ebir_fast": __version__,
+    }
+
+
+_COMPARED = ("preset", "lq_preset", "seed", "size", "crop")
+
+
+def _check_manifest(path: Path, settings: dict, overwrite: bool) -> None:
+    from ebir_fast.io import atomic_write
+
+    if path.exists() and not overwrite:
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read {path} ({exc}); use --overwrite") from exc
+        diff = {k: (old.get(k), settings[k]) for k in _COMPARED if old.get(k) != settings[k]}
+        if diff:
+            text = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+            raise UsageError(
+                f"{path.parent} was made with other settings ({text}); "
+                f"use another output folder or --overwrite"
+            )
+    data = json.dumps(settings, indent=2, default=str).encode()
+    atomic_write(path, lambda f: f.write(data))
+
+
+def cmd_degrade(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ebir_fast.degrade import create_degrader
+    from ebir_fast.io import atomic_write, list_images, read_image, write_png
+
+    root, out = Path(args.input_dir), Path(args.output_dir)
+    try:
+        files = list_images(root, recursive=not args.no_recursive)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from exc
+    if not files:
+        print(f"ebir-fast degrade: no images found in {root}", file=sys.stderr)
+        return 1
+    names = [f.relative_to(root).with_suffix("").as_posix() for f in files]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise UsageError(
+            f"files that differ only in extension would write the same outputs: "
+            f"{', '.join(clashes)}; rename them"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    _check_manifest(out / "degrade.json", _settings(args), args.overwrite)
+    device = torch.device(args.device)
+    elq_degrader = create_degrader(args.preset)
+    lq_degrader = create_degrader(args.lq_preset)
+    written = skipped = unreadable = 0
+    bar = tqdm(list(zip(files, names, strict=True)), unit="img", disable=args.quiet)
+    for path, name in bar:
+        targets = {kind: out / kind / f"{name}.png" for kind in ("hq", "lq", "elq")}
+        prompt_path = out / "prompts" / f"{name}.txt"
+        needed = [*targets.values(), *([prompt_path] if args.preset == "param" else [])]
+        if not args.overwrite and all(p.exists() for p in needed):
+            skipped += 1
+            continue
+        try:
+            image = read_image(path)
+        except Exception as exc:  # any decoder failure: report, count, go on
+            unreadable += 1
+            bar.write(f"warning: skipping {path}: {type(exc).__name__}: {exc}")
+            continue
+        hq = hq_crop(image, args.size, args.crop, _stream_seed(args.seed, name, "crop"))
+        batch = hq.unsqueeze(0).to(device)
+        with torch.no_grad():
+            lq = lq_degrader(
+                batch, torch.Generator().manual_seed(_stream_seed(args.seed, name, "lq"))
+            )
+            gen = torch.Generator().manual_seed(_stream_seed(args.seed, name, "elq"))
+            params = elq_degrader.sample(1, (args.size, args.size), gen)
+            elq = elq_degrader.apply(batch, params)
+        write_png(targets["hq"], hq)
+        write_png(targets["lq"], lq[0].cpu())
+        if args.preset == "param":
+            text = (params.prompts[0] + "\n").encode()
+            atomic_write(prompt_path, lambda f, text=text: f.write(text))
+        write_png(targets["elq"], elq[0].cpu())  # last: its presence marks the triplet done
+        written += 1
+    print(f"{written} written, {skipped} skipped (already done), {unreadable} unreadable")
+    return 1 if written + skipped == 0 else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ebir_fast import __version__, build_info
+    from ebir_fast.degrade import PRESETS
+    from ebir_fast.ops import available_backends
+
+    print(f"ebir-fast {__version__}")
+    for key, value in build_info().items():
+        print(f"  {key}: {value}")
+    for device in ("cpu", "cuda"):
+        print(f"backends for {device} tensors:")
+        for name, status in available_backends(device).items():
+            print(f"  {name}: {status}")
+    print(f"degradation presets: {', '.join(PRESETS)}")
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ebir-fast", description="Extreme blind image restoration, fast."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "degrade",
+        help="write HQ / LQ / ELQ training triplets from a folder of photos",
+        description=(
+            "For every image under INPUT_DIR: an HQ crop (short side resized to --size, then a "
+            "crop), its LQ version (--lq-preset) and its extremely degraded version (--preset), "
+            "as 8-bit PNGs OUTPUT_DIR/{hq,lq,elq}/<relative name>.png; with --preset param the "
+            "restoration prompt goes to OUTPUT_DIR/prompts/<name>.txt. Each file's randomness "
+            "comes from (--seed, its relative path), so runs are reproducible in any order. "
+            "Finished files are skipped, so an interrupted run resumes; unreadable files are "
+            "reported and counted; every file is written to a temporary name and renamed."
+        ),
+    )
+    p.add_argument("input_dir", help="folder of images (searched recursively)")
+    p.add_argument("output_dir", help="folder for the triplets (created if needed)")
+    p.add_argument("--preset", choices=PRESET_NAMES, default="elq", help="ELQ degradation")
+    p.add_argument("--lq-preset", choices=PRESET_NAMES, default="lq", help="LQ degradation")
+    p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    p.add_argument("--size", type=_positive, default=512, help="HQ crop size in pixels")
+    p.add_argument("--crop", choices=("center", "random"), default="center", help="HQ crop")
+    p.add_argument("--device", default="cpu", help="device that degrades (cpu, cuda, cuda:1)")
+    p.add_argument("--no-recursive", action="store_true", help="only the top folder")
+    p.add_argument("--overwrite", action="store_true", help="redo finished files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_degrade)
+
+    p = sub.add_parser("info", help="version, compiled kernels and backends of this install")
+    p.set_defaults(run=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``ebir-fast`` and ``python -m ebir_fast``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "device", "cpu").startswith("cuda") and not torch.cuda.is_available():
+        print(f"ebir-fast: --device {args.device}: CUDA is not available here", file=sys.stderr)
+        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        try:
+            return args.run(args)
+        except UsageError as exc:
+            print(f"ebir-fast {args.command}: {exc}", file=sys.stderr)
+            return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
