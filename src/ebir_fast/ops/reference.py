@@ -323,7 +323,8 @@ def poisson_cdf_tables(
     k = torch.arange(length, dtype=torch.float64)
     log_pmf = k * torch.log(rates.unsqueeze(-1)) - rates.unsqueeze(-1) - torch.lgamma(k + 1)
     log_pmf = torch.where(rates.unsqueeze(-1) == 0, torch.where(k == 0, 0.0, -torch.inf), log_pmf)
-    cdf = torch.cumsum(torch.exp(log_pmf), dim=-1)
+    # Rounding can carry the running sum a few ulps past 1; clamping keeps rows non-decreasing.
+    cdf = torch.cumsum(torch.exp(log_pmf), dim=-1).clamp_max(1.0)
     cdf[..., -1] = 1.0
     return cdf.contiguous()
 
