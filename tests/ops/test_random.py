@@ -76,7 +76,7 @@ def test_cdf_tables_end_in_one_and_cover_the_tail():
     assert torch.equal(cdf[..., -1], torch.ones(3, 256))
     assert bool((cdf[..., 1:] >= cdf[..., :-1]).all())
     assert float(cdf[0, 255, 0]) == 1.0  # rate 0: always 0
-    assert float(1 - cdf[2, 255, -2]) < 1e-15  # the truncated tail is negligible
+    assert float(1 - cdf[2, 255, -2]) < 1e-12  # the truncated tail is lost in the rounding
 
 
 @pytest.mark.parametrize("backend", [*BACKENDS, "reference"])
