@@ -48,6 +48,8 @@ def resize(
     for b, key in enumerate(keys):
         groups.setdefault(tuple(key), []).append(b)
     out_h, out_w = int(out_sizes[:, 0].max()), int(out_sizes[:, 1].max())
+    track = torch.is_grad_enabled() and x.requires_grad
+    out = x.new_zeros(x.shape[0], x.shape[1], out_h, out_w)
     pieces: list[torch.Tensor | None] = [None] * x.shape[0]
     for (h, w, oh, ow, mode), members in groups.items():
         index = torch.tensor(members, device=x.device)
@@ -59,7 +61,9 @@ def resize(
             dst = F.adaptive_avg_pool2d(src, (oh, ow))
         else:
             dst = F.interpolate(src, size=(oh, ow), mode=name, align_corners=False)
-        dst = F.pad(dst, (0, out_w - ow, 0, out_h - oh))
         for i, b in enumerate(members):
-            pieces[b] = dst[i]
-    return torch.stack(pieces)  # type: ignore[arg-type]
+            if track:  # autograd: pad and stack
+                pieces[b] = F.pad(dst[i], (0, out_w - ow, 0, out_h - oh))
+            else:  # no graph: write each extent into the zeroed output once
+                out[b, :, :oh, :ow] = dst[i]
+    return torch.stack(pieces) if track else out  # type: ignore[arg-type]

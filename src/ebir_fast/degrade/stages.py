@@ -12,8 +12,7 @@ import torch
 
 from ebir_fast import ops
 from ebir_fast.degrade.kernels import choice, coin, uniform
-from ebir_fast.degrade.noise import gaussian_field, poisson_noise
-from ebir_fast.degrade.ragged import RESIZE_MODES, valid_mask
+from ebir_fast.degrade.ragged import RESIZE_MODES
 from ebir_fast.degrade.ragged import resize as _resize
 
 
@@ -66,24 +65,14 @@ def apply_noise(
     p: NoiseParams,
     active: torch.Tensor | None = None,  # [B] bool: samples that get noise (default all)
 ) -> torch.Tensor:  # [B, 3, H, W] clamped to [0, 1], zero outside `sizes`
-    """``clamp(x + noise, 0, 1)``; the Gaussian field is fixed by the seed, so gradients pass."""
-    b, c, h, w = x.shape
-    active = torch.ones(b, dtype=torch.bool) if active is None else active
-    sigma = torch.where(p.gaussian & active, p.sigma / 255.0, torch.zeros(()))
-    noise = x.new_zeros(x.shape)
-    g_idx = torch.nonzero(p.gaussian & active).flatten()
-    if g_idx.numel():
-        field = gaussian_field(p.seed, (g_idx.numel(), c, h, w), p.gray[g_idx])
-        scaled = field.to(x.device, x.dtype) * sigma[g_idx].to(x.device, x.dtype).view(-1, 1, 1, 1)
-        noise = noise.index_copy(0, g_idx.to(x.device), scaled)
-    p_idx = torch.nonzero(~p.gaussian & active).flatten()
-    if p_idx.numel():
-        dev_idx = p_idx.to(x.device)
-        shot = poisson_noise(x.index_select(0, dev_idx), sizes[p_idx], p.gray[p_idx], p.seed + 1)
-        scale = p.poisson_scale[p_idx].to(x.device, x.dtype).view(-1, 1, 1, 1)
-        noise = noise.index_copy(0, dev_idx, shot * scale)
-    out = (x + noise).clamp(0.0, 1.0)
-    return out * valid_mask(sizes, h, w, x.device)
+    """``clamp(x + noise, 0, 1)`` by :func:`ebir_fast.ops.add_noise`: the draw is a function of
+    ``p.seed`` and the pixel, so it replays anywhere; gradients pass the (fixed) noise."""
+    b = x.shape[0]
+    active = torch.ones(b, dtype=torch.bool) if active is None else active.cpu()
+    kind = torch.where(active, torch.where(p.gaussian, 1, 2), 0).to(torch.int32)
+    return ops.add_noise(
+        x, sizes, kind, p.sigma.double() / 255.0, p.gray, p.poisson_scale.double(), p.seed
+    )
 
 
 def sample_resize(
@@ -141,6 +130,8 @@ def jpeg(x: torch.Tensor, sizes: torch.Tensor, quality: torch.Tensor) -> torch.T
 def quantise(x: torch.Tensor) -> torch.Tensor:
     """``round(clamp(x) * 255) / 255`` with a straight-through gradient (identity inside [0, 1])."""
     x = x.clamp(0.0, 1.0)
+    if not x.requires_grad:  # the common case: three in-place passes instead of six
+        return x.mul_(255.0).round_().div_(255.0)
     return x + (torch.round(x * 255.0) / 255.0 - x).detach()
 
 

@@ -15,6 +15,7 @@ from ebir_fast.ops._gaussian import MAX_KERNEL_SIZE, default_kernel_size, gaussi
 from ebir_fast.ops.blur import BlurMSELoss, GaussianBlur, blur_mse, gaussian_blur
 from ebir_fast.ops.filter2d import MAX_FILTER_SIZE, filter2d
 from ebir_fast.ops.jpeg import jpeg_roundtrip
+from ebir_fast.ops.noise import add_noise
 from ebir_fast.ops.reference import jpeg_quality_factor, jpeg_tables
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "BackendUnavailableError",
     "BlurMSELoss",
     "GaussianBlur",
+    "add_noise",
     "available_backends",
     "blur_mse",
     "default_kernel_size",

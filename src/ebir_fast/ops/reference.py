@@ -304,8 +304,12 @@ def counter_uniform_reference(
 ) -> torch.Tensor:  # [numel] float64 in (0, 1)
     """Elements ``offset .. offset + numel - 1`` of the counter-based stream ``seed``: the bits of
     SplitMix64's finaliser on a keyed Weyl sequence, in int64 arithmetic that wraps like uint64."""
-    e = torch.arange(offset + 1, offset + numel + 1, dtype=torch.int64, device=device)
-    z = _mix(e * _signed(0x9E3779B97F4A7C15) + _signed(stream_key(seed)))
+    return counter_uniform_at(seed, torch.arange(offset, offset + numel, device=device))
+
+
+def counter_uniform_at(seed: int, index: torch.Tensor) -> torch.Tensor:  # float64, index's shape
+    """Elements ``index`` (int64, >= 0) of the counter-based stream ``seed``."""
+    z = _mix((index.long() + 1) * _signed(0x9E3779B97F4A7C15) + _signed(stream_key(seed)))
     return (_shr(z, 11).double() + 0.5) * 2.0**-53
 
 
@@ -336,24 +340,29 @@ def poisson_levels_reference(
     seed: int,
     offset: int = 0,
 ) -> torch.Tensor:  # [B, ...] float32 counts
-    """Inversion: element e (flat, sample-major) is the smallest k with ``cdf[k] > u_e``.
-
-    Elements are grouped by CDF row (sorted once), so memory stays linear in the image size.
-    """
+    """Inversion: element e (flat, sample-major) is the smallest k with ``cdf[k] > u_e``."""
     b = levels.shape[0]
-    rows = (table_of_sample.view(-1, 1) * 256 + levels.reshape(b, -1).long()).flatten()
+    rows = table_of_sample.view(-1, 1) * 256 + levels.reshape(b, -1).long()
     u = counter_uniform_reference(seed, levels.numel(), offset, levels.device)
+    return invert_cdf(rows.flatten(), u, cdf).view(levels.shape)
+
+
+def invert_cdf(
+    rows: torch.Tensor,  # [N] int64 row of cdf.reshape(-1, L) per element
+    u: torch.Tensor,  # [N] float64 uniforms
+    cdf: torch.Tensor,  # [T, 256, L]
+) -> torch.Tensor:  # [N] float32: smallest k with cdf[row, k] > u
+    """Inversion grouped by CDF row (sorted once), so memory stays linear in the element count."""
     table = cdf.reshape(-1, cdf.shape[-1])
     order = torch.argsort(rows, stable=True)
-    sorted_rows = rows[order]
-    distinct, counts_per_row = torch.unique_consecutive(sorted_rows, return_counts=True)
-    out = torch.empty(rows.numel(), dtype=torch.int64, device=levels.device)
+    distinct, counts_per_row = torch.unique_consecutive(rows[order], return_counts=True)
+    out = torch.empty(rows.numel(), dtype=torch.int64, device=rows.device)
     start = 0
     for row, n in zip(distinct.tolist(), counts_per_row.tolist(), strict=True):
         idx = order[start : start + n]
         out[idx] = torch.searchsorted(table[row], u[idx], right=True)
         start += n
-    return out.clamp_max(cdf.shape[-1] - 1).to(torch.float32).view(levels.shape)
+    return out.clamp_max(cdf.shape[-1] - 1).to(torch.float32)
 
 
 def level_histogram_reference(
@@ -367,3 +376,162 @@ def level_histogram_reference(
     ids = torch.arange(b, device=levels.device).view(-1, 1, 1, 1) * 256 + levels.long()
     ids = torch.where(mask, ids, b * 256)
     return torch.bincount(ids.flatten(), minlength=b * 256 + 1)[: b * 256].view(b, 256)
+
+
+LUMA = (0.299, 0.587, 0.114)
+
+# Wichura's AS 241 (PPND16) coefficients, lowest power first (csrc/include/ebir/normal_quantile.h).
+_AS241 = {
+    "a": (
+        3.3871328727963666080e0,
+        1.3314166789178437745e2,
+        1.9715909503065514427e3,
+        1.3731693765509461125e4,
+        4.5921953931549871457e4,
+        6.7265770927008700853e4,
+        3.3430575583588128105e4,
+        2.5090809287301226727e3,
+    ),
+    "b": (
+        1.0,
+        4.2313330701600911252e1,
+        6.8718700749205790830e2,
+        5.3941960214247511077e3,
+        2.1213794301586595867e4,
+        3.9307895800092710610e4,
+        2.8729085735721942674e4,
+        5.2264952788528545610e3,
+    ),
+    "c": (
+        1.42343711074968357734e0,
+        4.63033784615654529590e0,
+        5.76949722146069140550e0,
+        3.64784832476320460504e0,
+        1.27045825245236838258e0,
+        2.41780725177450611770e-1,
+        2.27238449892691845833e-2,
+        7.74545014278341407640e-4,
+    ),
+    "d": (
+        1.0,
+        2.05319162663775882187e0,
+        1.67638483018380384940e0,
+        6.89767334985100004550e-1,
+        1.48103976427480074590e-1,
+        1.51986665636164571966e-2,
+        5.47593808499534494600e-4,
+        1.05075007164441684324e-9,
+    ),
+    "e": (
+        6.65790464350110377720e0,
+        5.46378491116411436990e0,
+        1.78482653991729133580e0,
+        2.96560571828504891230e-1,
+        2.65321895265761230930e-2,
+        1.24266094738807843860e-3,
+        2.71155556874348757815e-5,
+        2.01033439929228813265e-7,
+    ),
+    "f": (
+        1.0,
+        5.99832206555887937690e-1,
+        1.36929880922735805310e-1,
+        1.48753612908506148525e-2,
+        7.86869131145613259100e-4,
+        1.84631831751005468180e-5,
+        1.42151175831644588870e-7,
+        2.04426310338993978564e-15,
+    ),
+}
+
+
+def _horner(name: str, r: torch.Tensor) -> torch.Tensor:
+    c = _AS241[name]
+    v = torch.full_like(r, c[7])
+    for k in range(6, -1, -1):
+        v = v * r + c[k]
+    return v
+
+
+def normal_quantile(p: torch.Tensor) -> torch.Tensor:  # float64, p's shape
+    """The standard normal quantile of ``p`` in (0, 1) (AS 241, ~1e-16), evaluated as the C++
+    kernels do: the same polynomials in the same order."""
+    p = p.double()
+    q = p - 0.5
+    r = 0.180625 - q * q
+    central = q * _horner("a", r) / _horner("b", r)
+    t = torch.sqrt(-torch.log(torch.where(q < 0, p, 1.0 - p)))
+    near, far = t - 1.6, t - 5.0
+    tail = torch.where(
+        t <= 5.0, _horner("c", near) / _horner("d", near), _horner("e", far) / _horner("f", far)
+    )
+    return torch.where(q.abs() <= 0.425, central, torch.where(q < 0, -tail, tail))
+
+
+def noise_levels(
+    x: torch.Tensor,  # [B, C, H, W]
+    gray: torch.Tensor,  # [B] bool
+) -> torch.Tensor:  # [B, C, H, W] float, integer levels 0..255
+    """The 8-bit level each pixel's shot noise is drawn from: of its luma for gray samples.
+
+    Computed in float32 (float64 for float64 inputs), as the kernels do, so half inputs draw from
+    the same levels."""
+    x = x.to(accumulation_dtype(x.dtype))
+    luma = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    src = x
+    if bool(gray.any()):
+        src = torch.where(gray.view(-1, 1, 1, 1), (x * luma).sum(dim=1, keepdim=True), x)
+    return torch.round(src.clamp(0.0, 1.0) * 255.0)
+
+
+def noise_vals(
+    levels: torch.Tensor,  # [B, C, H, W] from noise_levels
+    sizes: torch.Tensor,  # [B, 2]
+    gray: torch.Tensor,  # [B] bool: count channel 0 only (the luma, once per pixel)
+) -> torch.Tensor:  # [B] float64: 2^ceil(log2(#distinct levels))
+    """Real-ESRGAN's ``vals``: the distinct levels of the sample, rounded up to a power of two."""
+    gray_hist = level_histogram_reference(levels[:, :1], sizes)
+    hist = torch.where(gray.view(-1, 1), gray_hist, level_histogram_reference(levels, sizes))
+    distinct = (hist > 0).sum(dim=1).clamp_min(1).double()
+    return 2.0 ** torch.ceil(torch.log2(distinct))
+
+
+def add_noise_reference(
+    x: torch.Tensor,  # [B, C, H, W]
+    sizes: torch.Tensor,  # [B, 2]
+    kind: torch.Tensor,  # [B] int: 0 none, 1 Gaussian, 2 Poisson
+    sigma: torch.Tensor,  # [B] Gaussian sigma on the 0..1 scale
+    gray: torch.Tensor,  # [B] bool
+    scale: torch.Tensor,  # [B] Poisson scale
+    vals: torch.Tensor,  # [B] Poisson vals (noise_vals)
+    seed: int,
+) -> torch.Tensor:  # [B, C, H, W]: clamp(x + noise, 0, 1), zero outside the extents
+    """Gaussian or Poisson noise per sample from counter streams (csrc/include/ebir/noise.h).
+
+    Element ``e = ((b C + c) H + y) W + x`` (c = 0 for all channels of a gray sample) takes its
+    Gaussian as the normal quantile of uniform ``e`` of stream ``2 seed``, its Poisson count from
+    uniform ``e`` of stream ``2 seed + 1``. Poisson
+    noise does not depend on ``x``'s gradient: levels come from the detached image.
+    """
+    b, c, h, w = x.shape
+    dev, dt = x.device, x.dtype
+    e = torch.arange(b * c * h * w, device=dev).view(b, c, h, w)
+    e = torch.where(gray.to(dev).view(-1, 1, 1, 1), e[:, :1].expand_as(e), e)
+    mask64 = (1 << 64) - 1
+    seed_g, seed_p = (2 * seed) & mask64, (2 * seed + 1) & mask64
+    z = normal_quantile(counter_uniform_at(seed_g, e))
+    n_gauss = z.to(torch.float32).to(dt) * sigma.to(dev, dt).view(-1, 1, 1, 1)
+    levels = noise_levels(x.detach(), gray.to(dev))
+    vals = vals.to(dev, torch.float64)
+    distinct, table_of_sample = torch.unique(vals / 255.0, return_inverse=True)
+    cdf = poisson_cdf_tables(distinct.cpu()).to(dev)
+    rows = table_of_sample.view(-1, 1, 1, 1) * 256 + levels.long()
+    counts = invert_cdf(rows.flatten(), counter_uniform_at(seed_p, e).flatten(), cdf)
+    n_shot = counts.view(b, c, h, w).to(dt) / vals.to(dt).view(-1, 1, 1, 1) - levels.to(dt) / 255.0
+    n_shot = n_shot * scale.to(dev, dt).view(-1, 1, 1, 1)
+    k = kind.to(dev).view(-1, 1, 1, 1)
+    noise = torch.where(
+        k == 1, n_gauss, torch.where(k == 2, n_shot, torch.zeros((), dtype=dt, device=dev))
+    )
+    out = (x + noise).clamp(0.0, 1.0)
+    return out * extent_mask(sizes, h, w, dev)
