@@ -224,4 +224,16 @@ PYBIND11_MODULE(_C, m) {
       py::arg("args"), py::arg("x"), py::arg("hist"), py::arg("num_threads"),
       py::call_guard<py::gil_scoped_release>(),
       "Per-sample histogram of the Poisson samples' 8-bit levels (luma for gray samples).");
+  m.def(
+      "filter2d_fwd_emulated",
+      [](const F2dShape& shape, uintptr_t kernels, uintptr_t sizes, const ebir::PyView& x,
+         const ebir::PyView& out) {
+        ebir::Filter2dArgs a = filter2d_args(shape, kernels, sizes);
+        a.x = ebir::to_view(x);
+        a.out = ebir::to_view(out);
+        ebir::filter2d_fwd_emulated(a);
+      },
+      py::arg("shape"), py::arg("kernels"), py::arg("sizes"), py::arg("x"), py::arg("out"),
+      py::call_guard<py::gil_scoped_release>(),
+      "filter2d_fwd as the CUDA kernel computes it, emulated on the CPU (slow; for tests).");
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ebir/blur.h"
+#include "ebir/filter2d.h"
 #include "ebir/py_args.h"
 
 #ifndef EBIR_CUDA_ARCH_NAMES
@@ -64,4 +65,23 @@ PYBIND11_MODULE(_C_cuda, m) {
       },
       py::arg("shape"), py::arg("acc_dtype"),
       "Bytes of device workspace blur_fwd / blur_bwd need (acc_dtype: the taps' dtype code).");
+  m.def(
+      "filter2d_fwd",
+      [](const std::tuple<int64_t, int64_t, int64_t, int64_t, int, int>& shape, uintptr_t kernels,
+         uintptr_t sizes, const ebir::PyView& x, const ebir::PyView& out, uintptr_t workspace,
+         uintptr_t stream) {
+        ebir::Filter2dArgs a;
+        std::tie(a.B, a.C, a.H, a.W, a.K, a.acc) = shape;
+        a.kernels = reinterpret_cast<const void*>(kernels);
+        a.sizes = reinterpret_cast<const int64_t*>(sizes);
+        a.x = ebir::to_view(x);
+        a.out = ebir::to_view(out);
+        ebir::filter2d_fwd_cuda(a, as_ptr(workspace), as_ptr(stream));
+      },
+      py::arg("shape"), py::arg("kernels"), py::arg("sizes"), py::arg("x"), py::arg("out"),
+      py::arg("workspace"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
+      "Per-sample 2D filter of a ragged batch (device pointers), enqueued on `stream`.");
+  m.def(
+      "filter2d_workspace_bytes", [](int64_t B) { return B * int64_t(sizeof(int)); },
+      py::arg("B"), "Bytes of device workspace filter2d_fwd needs for B samples.");
 }

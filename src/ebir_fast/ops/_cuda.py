@@ -63,3 +63,50 @@ def blur_bwd(
             workspace.data_ptr(),
             _stream(grad),
         )
+
+
+def filter2d_fwd(
+    x: torch.Tensor,  # [B, C, H, W]
+    kernels: torch.Tensor,  # [B, K, K], accumulation dtype, contiguous, on x's device
+    sizes: torch.Tensor,  # [B, 2] int64, contiguous, on x's device
+    out: torch.Tensor,  # [B, C, H, W], written
+) -> None:
+    """out = per-sample correlation of x, mirror border at each extent, zero outside it."""
+    from ebir_fast.ops._cpu import _filter2d_shape
+
+    module = extension("_C_cuda")
+    b = x.shape[0]
+    workspace = torch.empty(module.filter2d_workspace_bytes(b), dtype=torch.uint8, device=x.device)
+    with torch.cuda.device(x.device):
+        module.filter2d_fwd(
+            _filter2d_shape(x, kernels),
+            kernels.data_ptr(),
+            sizes.data_ptr(),
+            view(x),
+            view(out),
+            workspace.data_ptr(),
+            _stream(x),
+        )
+
+
+def filter2d_bwd(
+    grad: torch.Tensor,  # [B, C, H, W]
+    x: torch.Tensor | None,  # [B, C, H, W], needed for grad_k
+    kernels: torch.Tensor,  # [B, K, K]
+    sizes: torch.Tensor,  # [B, 2]
+    grad_x: torch.Tensor | None,  # [B, C, H, W], written
+    grad_k: torch.Tensor | None,  # [B, K, K], written
+) -> None:
+    """The gradients by autograd through the reference on the device (no CUDA backward kernel
+    yet: the degradation's kernels are constants and its backward is the adjoint blur)."""
+    from ebir_fast.ops.reference import filter2d_reference
+
+    with torch.enable_grad():
+        xs = (x if x is not None else torch.zeros_like(grad)).detach().requires_grad_()
+        ks = kernels.detach().requires_grad_()
+        out = filter2d_reference(xs, ks, sizes)
+        gx, gk = torch.autograd.grad(out, (xs, ks), grad)
+    if grad_x is not None:
+        grad_x.copy_(gx)
+    if grad_k is not None:
+        grad_k.copy_(gk)

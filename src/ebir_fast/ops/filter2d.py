@@ -20,7 +20,7 @@ from ebir_fast.ops.reference import filter2d_reference
 MAX_FILTER_SIZE = 21
 
 #: Backends with a filter2d kernel ("reference" always runs).
-FILTER2D_BACKENDS = ("cpu", "reference")
+FILTER2D_BACKENDS = ("cuda", "cpu", "reference")
 
 
 @torch.library.custom_op("ebir_fast::filter2d_fwd", mutates_args=())
