@@ -236,4 +236,22 @@ PYBIND11_MODULE(_C, m) {
       py::arg("shape"), py::arg("kernels"), py::arg("sizes"), py::arg("x"), py::arg("out"),
       py::call_guard<py::gil_scoped_release>(),
       "filter2d_fwd as the CUDA kernel computes it, emulated on the CPU (slow; for tests).");
+  m.def(
+      "jpeg_fwd_emulated",
+      [](const std::tuple<int64_t, int64_t, int64_t, int>& shape, uintptr_t tables,
+         uintptr_t sizes, const ebir::PyView& x, const ebir::PyView& out, uintptr_t pass,
+         uintptr_t dct) {
+        ebir::JpegArgs a;
+        std::tie(a.B, a.H, a.W, a.acc) = shape;
+        a.tables = reinterpret_cast<const void*>(tables);
+        a.sizes = reinterpret_cast<const int64_t*>(sizes);
+        a.x = ebir::to_view(x);
+        a.out = ebir::to_view(out);
+        a.pass = reinterpret_cast<uint8_t*>(pass);
+        a.dct = reinterpret_cast<const void*>(dct);
+        ebir::jpeg_fwd_emulated(a);
+      },
+      py::arg("shape"), py::arg("tables"), py::arg("sizes"), py::arg("x"), py::arg("out"),
+      py::arg("pass_mask"), py::arg("dct"), py::call_guard<py::gil_scoped_release>(),
+      "jpeg_fwd as the CUDA kernel computes it, emulated on the CPU (slow; for tests).");
 }

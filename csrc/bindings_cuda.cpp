@@ -10,6 +10,7 @@
 
 #include "ebir/blur.h"
 #include "ebir/filter2d.h"
+#include "ebir/jpeg.h"
 #include "ebir/py_args.h"
 
 #ifndef EBIR_CUDA_ARCH_NAMES
@@ -84,4 +85,23 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def(
       "filter2d_workspace_bytes", [](int64_t B) { return B * int64_t(sizeof(int)); },
       py::arg("B"), "Bytes of device workspace filter2d_fwd needs for B samples.");
+  m.def(
+      "jpeg_fwd",
+      [](const std::tuple<int64_t, int64_t, int64_t, int>& shape, uintptr_t tables,
+         uintptr_t sizes, const ebir::PyView& x, const ebir::PyView& out, uintptr_t pass,
+         uintptr_t dct, uintptr_t stream) {
+        ebir::JpegArgs a;
+        std::tie(a.B, a.H, a.W, a.acc) = shape;
+        a.tables = reinterpret_cast<const void*>(tables);
+        a.sizes = reinterpret_cast<const int64_t*>(sizes);
+        a.x = ebir::to_view(x);
+        a.out = ebir::to_view(out);
+        a.pass = reinterpret_cast<uint8_t*>(pass);
+        a.dct = reinterpret_cast<const void*>(dct);
+        ebir::jpeg_fwd_cuda(a, as_ptr(stream));
+      },
+      py::arg("shape"), py::arg("tables"), py::arg("sizes"), py::arg("x"), py::arg("out"),
+      py::arg("pass_mask"), py::arg("dct"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>(),
+      "JPEG round trip of every extent (device pointers), enqueued on `stream`.");
 }

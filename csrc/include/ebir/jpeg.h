@@ -30,8 +30,15 @@ struct JpegArgs {
   View4 out;                       // [B, 3, H, W]; only the extents are written
   uint8_t* pass = nullptr;         // [B, 3, H, W] contiguous or nullptr: 1 where the decoder's clamp
                                    // passes the gradient (0 <= v <= 255), 0 elsewhere
+  const void* dct = nullptr;       // [8, 8] DCT-II matrix, accumulation dtype (CUDA and emulation)
 };
 
 void jpeg_fwd_cpu(const JpegArgs& args, int num_threads);
+
+// CUDA, on `stream` (a cudaStream_t): one thread per 16x16 MCU (jpeg_elements.h).
+void jpeg_fwd_cuda(const JpegArgs& args, void* stream);
+
+// The CUDA kernel's arithmetic run serially on the CPU (jpeg_emulate.cpp), for tests.
+void jpeg_fwd_emulated(const JpegArgs& args);
 
 }  // namespace ebir

@@ -110,3 +110,28 @@ def filter2d_bwd(
         grad_x.copy_(gx)
     if grad_k is not None:
         grad_k.copy_(gk)
+
+
+def jpeg_fwd(
+    x: torch.Tensor,  # [B, 3, H, W]
+    tables: torch.Tensor,  # [B, 2, 8, 8], accumulation dtype, contiguous, on x's device
+    sizes: torch.Tensor,  # [B, 2] int64, contiguous, on x's device
+    out: torch.Tensor,  # [B, 3, H, W], written inside the extents
+    pass_mask: torch.Tensor | None,  # [B, 3, H, W] uint8, contiguous, written inside the extents
+) -> None:
+    """The JPEG round trip of every sample's extent, and where the decoder's clamp passes."""
+    from ebir_fast.ops.reference import dct_matrix
+
+    b, _, h, w = x.shape
+    dct = dct_matrix(tables.dtype, x.device).contiguous()
+    with torch.cuda.device(x.device):
+        extension("_C_cuda").jpeg_fwd(
+            (b, h, w, DTYPE_CODES[tables.dtype]),
+            tables.data_ptr(),
+            sizes.data_ptr(),
+            view(x),
+            view(out),
+            0 if pass_mask is None else pass_mask.data_ptr(),
+            dct.data_ptr(),
+            _stream(x),
+        )

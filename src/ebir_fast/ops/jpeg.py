@@ -23,7 +23,7 @@ from ebir_fast.ops.reference import (
 )
 
 #: Backends with a JPEG kernel ("reference" always runs).
-JPEG_BACKENDS = ("cpu", "reference")
+JPEG_BACKENDS = ("cuda", "cpu", "reference")
 
 
 @torch.library.custom_op("ebir_fast::jpeg_fwd", mutates_args=())
