@@ -89,29 +89,6 @@ def filter2d_fwd(
         )
 
 
-def filter2d_bwd(
-    grad: torch.Tensor,  # [B, C, H, W]
-    x: torch.Tensor | None,  # [B, C, H, W], needed for grad_k
-    kernels: torch.Tensor,  # [B, K, K]
-    sizes: torch.Tensor,  # [B, 2]
-    grad_x: torch.Tensor | None,  # [B, C, H, W], written
-    grad_k: torch.Tensor | None,  # [B, K, K], written
-) -> None:
-    """The gradients by autograd through the reference on the device (no CUDA backward kernel
-    yet: the degradation's kernels are constants and its backward is the adjoint blur)."""
-    from ebir_fast.ops.reference import filter2d_reference
-
-    with torch.enable_grad():
-        xs = (x if x is not None else torch.zeros_like(grad)).detach().requires_grad_()
-        ks = kernels.detach().requires_grad_()
-        out = filter2d_reference(xs, ks, sizes)
-        gx, gk = torch.autograd.grad(out, (xs, ks), grad)
-    if grad_x is not None:
-        grad_x.copy_(gx)
-    if grad_k is not None:
-        grad_k.copy_(gk)
-
-
 def jpeg_fwd(
     x: torch.Tensor,  # [B, 3, H, W]
     tables: torch.Tensor,  # [B, 2, 8, 8], accumulation dtype, contiguous, on x's device

@@ -125,8 +125,11 @@ def resolve_backend(backend: str, device_type: str, supported: tuple[str, ...] =
     return backend
 
 
-def launcher(backend: str) -> ModuleType:
-    """The module with ``blur_fwd`` / ``blur_bwd`` for a concrete compiled backend."""
+def launcher(backend: str, op: str = "blur") -> ModuleType:
+    """The module with the launchers of ``op`` for a concrete compiled backend: one module per
+    backend for the compiled extensions, one Triton module per op."""
     if backend not in _LAUNCHERS:
         raise ValueError(f"backend: expected one of {', '.join(_LAUNCHERS)}, got {backend!r}")
+    if backend == "triton":
+        return importlib.import_module(f"ebir_fast.ops.triton.{op}")
     return importlib.import_module(_LAUNCHERS[backend])

@@ -20,7 +20,7 @@ from ebir_fast.ops.reference import filter2d_reference
 MAX_FILTER_SIZE = 21
 
 #: Backends with a filter2d kernel ("reference" always runs).
-FILTER2D_BACKENDS = ("cuda", "cpu", "reference")
+FILTER2D_BACKENDS = ("cuda", "triton", "cpu", "reference")
 
 
 @torch.library.custom_op("ebir_fast::filter2d_fwd", mutates_args=())
@@ -28,7 +28,7 @@ def _filter2d_fwd_op(
     x: torch.Tensor, kernels: torch.Tensor, sizes: torch.Tensor, backend: str
 ) -> torch.Tensor:
     out = torch.empty_like(x)
-    launcher(backend).filter2d_fwd(x, kernels, sizes, out)
+    launcher(backend, "filter2d").filter2d_fwd(x, kernels, sizes, out)
     return out
 
 
@@ -81,6 +81,14 @@ def _filter2d_backward(ctx, grad):
     need_x, need_k = ctx.needs_input_grad[:2]
     if not (need_x or need_k):
         return None, None, None, None
+    if ctx.backend != "cpu":
+        # No CUDA / Triton backward kernel yet: autograd through the reference, on the device.
+        # The degradation's kernels are constants and its backward is one adjoint blur per stage.
+        with torch.enable_grad():
+            xs = (x if need_k else torch.zeros_like(grad)).detach().requires_grad_()
+            ks = kernels.detach().requires_grad_()
+            grad_x, grad_k = torch.autograd.grad(filter2d_reference(xs, ks, sizes), (xs, ks), grad)
+        return (grad_x if need_x else None), (grad_k if need_k else None), None, None
     empty = grad.new_empty(0)
     grad_x, grad_k = _filter2d_bwd_op(
         grad.contiguous(), x if need_k else empty, kernels, sizes, ctx.backend, need_x, need_k
