@@ -20,16 +20,6 @@ namespace py = pybind11;
 namespace {
 
 // The widest ISA the CPU kernels' run-time dispatch will pick on this machine.
-using F2dShape = std::tuple<int64_t, int64_t, int64_t, int64_t, int, int>;  // B, C, H, W, K, acc
-
-ebir::Filter2dArgs filter2d_args(const F2dShape& s, uintptr_t kernels, uintptr_t sizes) {
-  ebir::Filter2dArgs a;
-  std::tie(a.B, a.C, a.H, a.W, a.K, a.acc) = s;
-  a.kernels = reinterpret_cast<const void*>(kernels);
-  a.sizes = reinterpret_cast<const int64_t*>(sizes);
-  return a;
-}
-
 // (B, C, H, W, sizes, kind, gray, sigma, scale, vals, table_of_sample, cdf, length, seed_gauss,
 // seed_poisson): the pointers of ebir::NoiseArgs.
 using NoiseTuple = std::tuple<int64_t, int64_t, int64_t, int64_t, uintptr_t, uintptr_t, uintptr_t,
@@ -127,23 +117,19 @@ PYBIND11_MODULE(_C, m) {
       "Workspace bytes of the CUDA kernels and of their emulation.");
   m.def(
       "filter2d_fwd",
-      [](const F2dShape& shape, uintptr_t kernels, uintptr_t sizes, const ebir::PyView& x,
+      [](const ebir::F2dShape& shape, uintptr_t kernels, uintptr_t sizes, const ebir::PyView& x,
          const ebir::PyView& out, int num_threads) {
-        ebir::Filter2dArgs a = filter2d_args(shape, kernels, sizes);
-        a.x = ebir::to_view(x);
-        a.out = ebir::to_view(out);
-        ebir::filter2d_fwd_cpu(a, num_threads);
+        ebir::filter2d_fwd_cpu(ebir::filter2d_args(shape, kernels, sizes, x, out), num_threads);
       },
       py::arg("shape"), py::arg("kernels"), py::arg("sizes"), py::arg("x"), py::arg("out"),
       py::arg("num_threads"), py::call_guard<py::gil_scoped_release>(),
       "out = per-sample cross-correlation of x, mirror border at each extent, 0 outside.");
   m.def(
       "filter2d_bwd",
-      [](const F2dShape& shape, uintptr_t kernels, uintptr_t sizes, const ebir::PyView& x,
+      [](const ebir::F2dShape& shape, uintptr_t kernels, uintptr_t sizes, const ebir::PyView& x,
          const ebir::PyView& grad, const ebir::PyView& grad_x, uintptr_t grad_k,
          int num_threads) {
-        ebir::Filter2dArgs a = filter2d_args(shape, kernels, sizes);
-        a.x = ebir::to_view(x);
+        ebir::Filter2dArgs a = ebir::filter2d_args(shape, kernels, sizes, x, ebir::PyView{});
         a.grad = ebir::to_view(grad);
         a.grad_x = ebir::to_view(grad_x);
         a.grad_k = reinterpret_cast<void*>(grad_k);
@@ -155,17 +141,9 @@ PYBIND11_MODULE(_C, m) {
       "grad_x (when grad_x's pointer != 0) and grad_k (when != 0) of filter2d_fwd.");
   m.def(
       "jpeg_fwd",
-      [](const std::tuple<int64_t, int64_t, int64_t, int>& shape, uintptr_t tables,
-         uintptr_t sizes, const ebir::PyView& x, const ebir::PyView& out, uintptr_t pass,
-         int num_threads) {
-        ebir::JpegArgs a;
-        std::tie(a.B, a.H, a.W, a.acc) = shape;
-        a.tables = reinterpret_cast<const void*>(tables);
-        a.sizes = reinterpret_cast<const int64_t*>(sizes);
-        a.x = ebir::to_view(x);
-        a.out = ebir::to_view(out);
-        a.pass = reinterpret_cast<uint8_t*>(pass);
-        ebir::jpeg_fwd_cpu(a, num_threads);
+      [](const ebir::JpegShape& shape, uintptr_t tables, uintptr_t sizes, const ebir::PyView& x,
+         const ebir::PyView& out, uintptr_t pass, int num_threads) {
+        ebir::jpeg_fwd_cpu(ebir::jpeg_args(shape, tables, sizes, x, out, pass, 0), num_threads);
       },
       py::arg("shape"), py::arg("tables"), py::arg("sizes"), py::arg("x"), py::arg("out"),
       py::arg("pass_mask"), py::arg("num_threads"), py::call_guard<py::gil_scoped_release>(),
@@ -226,30 +204,18 @@ PYBIND11_MODULE(_C, m) {
       "Per-sample histogram of the Poisson samples' 8-bit levels (luma for gray samples).");
   m.def(
       "filter2d_fwd_emulated",
-      [](const F2dShape& shape, uintptr_t kernels, uintptr_t sizes, const ebir::PyView& x,
+      [](const ebir::F2dShape& shape, uintptr_t kernels, uintptr_t sizes, const ebir::PyView& x,
          const ebir::PyView& out) {
-        ebir::Filter2dArgs a = filter2d_args(shape, kernels, sizes);
-        a.x = ebir::to_view(x);
-        a.out = ebir::to_view(out);
-        ebir::filter2d_fwd_emulated(a);
+        ebir::filter2d_fwd_emulated(ebir::filter2d_args(shape, kernels, sizes, x, out));
       },
       py::arg("shape"), py::arg("kernels"), py::arg("sizes"), py::arg("x"), py::arg("out"),
       py::call_guard<py::gil_scoped_release>(),
       "filter2d_fwd as the CUDA kernel computes it, emulated on the CPU (slow; for tests).");
   m.def(
       "jpeg_fwd_emulated",
-      [](const std::tuple<int64_t, int64_t, int64_t, int>& shape, uintptr_t tables,
-         uintptr_t sizes, const ebir::PyView& x, const ebir::PyView& out, uintptr_t pass,
-         uintptr_t dct) {
-        ebir::JpegArgs a;
-        std::tie(a.B, a.H, a.W, a.acc) = shape;
-        a.tables = reinterpret_cast<const void*>(tables);
-        a.sizes = reinterpret_cast<const int64_t*>(sizes);
-        a.x = ebir::to_view(x);
-        a.out = ebir::to_view(out);
-        a.pass = reinterpret_cast<uint8_t*>(pass);
-        a.dct = reinterpret_cast<const void*>(dct);
-        ebir::jpeg_fwd_emulated(a);
+      [](const ebir::JpegShape& shape, uintptr_t tables, uintptr_t sizes, const ebir::PyView& x,
+         const ebir::PyView& out, uintptr_t pass, uintptr_t dct) {
+        ebir::jpeg_fwd_emulated(ebir::jpeg_args(shape, tables, sizes, x, out, pass, dct));
       },
       py::arg("shape"), py::arg("tables"), py::arg("sizes"), py::arg("x"), py::arg("out"),
       py::arg("pass_mask"), py::arg("dct"), py::call_guard<py::gil_scoped_release>(),

@@ -9,8 +9,6 @@
 #include <vector>
 
 #include "ebir/blur.h"
-#include "ebir/filter2d.h"
-#include "ebir/jpeg.h"
 #include "ebir/py_args.h"
 
 #ifndef EBIR_CUDA_ARCH_NAMES
@@ -68,16 +66,10 @@ PYBIND11_MODULE(_C_cuda, m) {
       "Bytes of device workspace blur_fwd / blur_bwd need (acc_dtype: the taps' dtype code).");
   m.def(
       "filter2d_fwd",
-      [](const std::tuple<int64_t, int64_t, int64_t, int64_t, int, int>& shape, uintptr_t kernels,
-         uintptr_t sizes, const ebir::PyView& x, const ebir::PyView& out, uintptr_t workspace,
-         uintptr_t stream) {
-        ebir::Filter2dArgs a;
-        std::tie(a.B, a.C, a.H, a.W, a.K, a.acc) = shape;
-        a.kernels = reinterpret_cast<const void*>(kernels);
-        a.sizes = reinterpret_cast<const int64_t*>(sizes);
-        a.x = ebir::to_view(x);
-        a.out = ebir::to_view(out);
-        ebir::filter2d_fwd_cuda(a, as_ptr(workspace), as_ptr(stream));
+      [](const ebir::F2dShape& shape, uintptr_t kernels, uintptr_t sizes, const ebir::PyView& x,
+         const ebir::PyView& out, uintptr_t workspace, uintptr_t stream) {
+        ebir::filter2d_fwd_cuda(ebir::filter2d_args(shape, kernels, sizes, x, out),
+                                as_ptr(workspace), as_ptr(stream));
       },
       py::arg("shape"), py::arg("kernels"), py::arg("sizes"), py::arg("x"), py::arg("out"),
       py::arg("workspace"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
@@ -87,18 +79,10 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("B"), "Bytes of device workspace filter2d_fwd needs for B samples.");
   m.def(
       "jpeg_fwd",
-      [](const std::tuple<int64_t, int64_t, int64_t, int>& shape, uintptr_t tables,
-         uintptr_t sizes, const ebir::PyView& x, const ebir::PyView& out, uintptr_t pass,
-         uintptr_t dct, uintptr_t stream) {
-        ebir::JpegArgs a;
-        std::tie(a.B, a.H, a.W, a.acc) = shape;
-        a.tables = reinterpret_cast<const void*>(tables);
-        a.sizes = reinterpret_cast<const int64_t*>(sizes);
-        a.x = ebir::to_view(x);
-        a.out = ebir::to_view(out);
-        a.pass = reinterpret_cast<uint8_t*>(pass);
-        a.dct = reinterpret_cast<const void*>(dct);
-        ebir::jpeg_fwd_cuda(a, as_ptr(stream));
+      [](const ebir::JpegShape& shape, uintptr_t tables, uintptr_t sizes, const ebir::PyView& x,
+         const ebir::PyView& out, uintptr_t pass, uintptr_t dct, uintptr_t stream) {
+        ebir::jpeg_fwd_cuda(ebir::jpeg_args(shape, tables, sizes, x, out, pass, dct),
+                            as_ptr(stream));
       },
       py::arg("shape"), py::arg("tables"), py::arg("sizes"), py::arg("x"), py::arg("out"),
       py::arg("pass_mask"), py::arg("dct"), py::arg("stream"),

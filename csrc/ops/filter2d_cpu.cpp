@@ -16,6 +16,7 @@
 #include "ebir/common.h"
 #include "ebir/cpu_rows.h"
 #include "ebir/filter2d.h"
+#include "ebir/filter2d_elements.h"
 
 namespace ebir {
 namespace {
@@ -95,13 +96,7 @@ EBIR_CLONES void add_row(float* dst, const float* src, int64_t n) { add_row_impl
 EBIR_CLONES void add_row(double* dst, const double* src, int64_t n) { add_row_impl(dst, src, n); }
 
 void check_args(const Filter2dArgs& a) {
-  if (a.B < 1 || a.C < 1 || a.H < 1 || a.W < 1 || a.K < 1 || a.K % 2 == 0)
-    throw std::invalid_argument("filter2d: bad shape B=" + std::to_string(a.B) + " C=" +
-                                std::to_string(a.C) + " H=" + std::to_string(a.H) + " W=" +
-                                std::to_string(a.W) + " K=" + std::to_string(a.K));
-  if (a.acc != kF32 && a.acc != kF64)
-    throw std::invalid_argument(std::string("filter2d: kernels must be float32 or float64, got ") +
-                                dtype_name(a.acc));
+  check_filter2d(a);
   for (int64_t b = 0; b < a.B; ++b) {
     const int64_t h = a.sizes[2 * b], w = a.sizes[2 * b + 1];
     if (h < 1 || h > a.H || w < 1 || w > a.W)

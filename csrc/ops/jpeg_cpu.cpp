@@ -10,6 +10,7 @@
 #include "ebir/common.h"
 #include "ebir/cpu_rows.h"
 #include "ebir/jpeg.h"
+#include "ebir/jpeg_elements.h"
 
 namespace ebir {
 namespace {
@@ -127,12 +128,7 @@ void fwd_impl(const JpegArgs& a, int threads) {
 }  // namespace
 
 void jpeg_fwd_cpu(const JpegArgs& a, int num_threads) {
-  if (a.B < 1 || a.H < 1 || a.W < 1)
-    throw std::invalid_argument("jpeg: bad shape B=" + std::to_string(a.B) + " H=" +
-                                std::to_string(a.H) + " W=" + std::to_string(a.W));
-  if (a.acc != kF32 && a.acc != kF64)
-    throw std::invalid_argument(std::string("jpeg: tables must be float32 or float64, got ") +
-                                dtype_name(a.acc));
+  check_jpeg(a, false);
   for (int64_t b = 0; b < a.B; ++b) {
     const int64_t h = a.sizes[2 * b], w = a.sizes[2 * b + 1];
     if (h < 1 || h > a.H || w < 1 || w > a.W)

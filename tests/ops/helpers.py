@@ -43,3 +43,27 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
     torch.testing.assert_close(
         a, e, rtol=0.0, atol=float(TOLERANCES[dtype] * scale), equal_nan=True
     )
+
+
+def ragged_sizes(b: int, h: int, w: int, seed: int = 0) -> torch.Tensor:  # [B, 2] int64
+    """Valid (h, w) per sample: the first full-size, the others random (1-pixel ones included)."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = torch.stack(
+        [torch.randint(1, h + 1, (b,), generator=g), torch.randint(1, w + 1, (b,), generator=g)], 1
+    )
+    sizes[0] = torch.tensor([h, w])
+    return sizes
+
+
+def cuda_module_or_skip():
+    """ebir_fast._C_cuda, or a skip with the reason (a failure under EBIR_EXPECT_CUDA_BUILD=1)."""
+    import os
+
+    from ebir_fast._ext import extension, extension_error
+
+    reason = extension_error("_C_cuda")
+    if reason is not None:
+        if os.environ.get("EBIR_EXPECT_CUDA_BUILD") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return extension("_C_cuda")

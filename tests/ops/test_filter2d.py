@@ -8,7 +8,7 @@ import torch
 from ebir_fast.ops import MAX_FILTER_SIZE, filter2d
 from ebir_fast.ops.filter2d import FILTER2D_BACKENDS
 from ebir_fast.ops.reference import filter2d_reference
-from tests.ops.helpers import assert_close, fast_backend_params
+from tests.ops.helpers import assert_close, fast_backend_params, ragged_sizes
 
 BACKENDS = [p for p in fast_backend_params() if p.values[0] in FILTER2D_BACKENDS]
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -32,14 +32,7 @@ def _kernels(b: int, k: int, support: int, dtype, seed: int = 0) -> torch.Tensor
     return (out / support).to(dtype)
 
 
-def _sizes(b: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
-    """[B, 2]: the first sample full-size, the others random extents (1-pixel ones included)."""
-    g = torch.Generator().manual_seed(seed)
-    sizes = torch.stack(
-        [torch.randint(1, h + 1, (b,), generator=g), torch.randint(1, w + 1, (b,), generator=g)], 1
-    )
-    sizes[0] = torch.tensor([h, w])
-    return sizes
+_sizes = ragged_sizes
 
 
 def _layout(x: torch.Tensor, layout: str) -> torch.Tensor:

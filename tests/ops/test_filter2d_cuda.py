@@ -3,15 +3,13 @@ compiled module's entry points (a missing CUDA module fails under EBIR_EXPECT_CU
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 from ebir_fast._ext import extension, extension_error
 from ebir_fast.ops import _cpu
 from ebir_fast.ops.reference import filter2d_reference
-from tests.ops.helpers import assert_close
+from tests.ops.helpers import assert_close, cuda_module_or_skip
 from tests.ops.test_filter2d import CASES, _kernels, _layout, _sizes
 
 pytestmark = pytest.mark.skipif(extension_error("_C") is not None, reason="no CPU core")
@@ -53,11 +51,6 @@ def test_emulation_any_layout(layout):
 
 
 def test_cuda_module_has_the_kernel():
-    reason = extension_error("_C_cuda")
-    if reason is not None:
-        if os.environ.get("EBIR_EXPECT_CUDA_BUILD") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    module = extension("_C_cuda")
+    module = cuda_module_or_skip()
     assert hasattr(module, "filter2d_fwd")
     assert module.filter2d_workspace_bytes(8) == 32

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ebir_fast.ops import jpeg_quality_factor, jpeg_roundtrip, jpeg_tables
 from ebir_fast.ops.jpeg import JPEG_BACKENDS
 from ebir_fast.ops.reference import JPEG_LUMA_TABLE, jpeg_roundtrip_reference
-from tests.ops.helpers import fast_backend_params
+from tests.ops.helpers import fast_backend_params, ragged_sizes
 
 BACKENDS = [p for p in fast_backend_params() if p.values[0] in JPEG_BACKENDS]
 SHAPES = [(3, 37, 29), (2, 5, 9), (2, 1, 1), (2, 48, 64), (1, 17, 33)]
@@ -24,13 +24,7 @@ def _images(b: int, h: int, w: int, dtype=torch.float32, seed: int = 0) -> torch
     return F.avg_pool2d(x, 3, 1, 1, count_include_pad=False).to(dtype)
 
 
-def _sizes(b: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    sizes = torch.stack(
-        [torch.randint(1, h + 1, (b,), generator=g), torch.randint(1, w + 1, (b,), generator=g)], 1
-    )
-    sizes[0] = torch.tensor([h, w])
-    return sizes
+_sizes = ragged_sizes
 
 
 def _qualities(b: int, seed: int = 0) -> torch.Tensor:

@@ -3,14 +3,13 @@ module's entry point (a missing CUDA module fails under EBIR_EXPECT_CUDA_BUILD=1
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 from ebir_fast._ext import DTYPE_CODES, extension, extension_error
 from ebir_fast.ops import _cpu, jpeg_tables
 from ebir_fast.ops.reference import dct_matrix, jpeg_roundtrip_reference
+from tests.ops.helpers import cuda_module_or_skip
 from tests.ops.test_jpeg import SHAPES, _images, _qualities, _sizes
 
 pytestmark = pytest.mark.skipif(extension_error("_C") is not None, reason="no CPU core")
@@ -54,9 +53,4 @@ def test_emulation_in_float32_rounds_like_the_reference_but_rare_ties():
 
 
 def test_cuda_module_has_the_kernel():
-    reason = extension_error("_C_cuda")
-    if reason is not None:
-        if os.environ.get("EBIR_EXPECT_CUDA_BUILD") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    assert hasattr(extension("_C_cuda"), "jpeg_fwd")
+    assert hasattr(cuda_module_or_skip(), "jpeg_fwd")

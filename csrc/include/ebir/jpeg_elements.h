@@ -15,14 +15,15 @@
 
 namespace ebir {
 
-inline void check_jpeg(const JpegArgs& a) {
+// Shape and dtype (every backend); `need_dct`: the CUDA kernel and its emulation read the matrix.
+inline void check_jpeg(const JpegArgs& a, bool need_dct = true) {
   if (a.B < 1 || a.H < 1 || a.W < 1)
     throw std::invalid_argument("jpeg: bad shape B=" + std::to_string(a.B) + " H=" +
                                 std::to_string(a.H) + " W=" + std::to_string(a.W));
   if (a.acc != kF32 && a.acc != kF64)
     throw std::invalid_argument(std::string("jpeg: tables must be float32 or float64, got ") +
                                 dtype_name(a.acc));
-  if (a.dct == nullptr) throw std::invalid_argument("jpeg: the DCT matrix is missing");
+  if (need_dct && a.dct == nullptr) throw std::invalid_argument("jpeg: the DCT matrix is missing");
 }
 
 // blk <- D^T round(D (blk - 128) D^T / q) * q) D + 128 for one 8x8 block (row stride s).

@@ -11,6 +11,8 @@
 #include <tuple>
 
 #include "ebir/blur.h"
+#include "ebir/filter2d.h"
+#include "ebir/jpeg.h"
 
 namespace ebir {
 
@@ -56,6 +58,34 @@ inline BlurBwdArgs bwd_args(const PyShape& shape, const PyView& grad, uintptr_t 
   a.scale = reinterpret_cast<const void*>(scale);
   a.out_x = to_view(out_x);
   a.out_y = to_view(out_y);
+  return a;
+}
+
+using F2dShape = std::tuple<int64_t, int64_t, int64_t, int64_t, int, int>;  // B, C, H, W, K, acc
+
+inline Filter2dArgs filter2d_args(const F2dShape& s, uintptr_t kernels, uintptr_t sizes,
+                                  const PyView& x, const PyView& out) {
+  Filter2dArgs a;
+  std::tie(a.B, a.C, a.H, a.W, a.K, a.acc) = s;
+  a.kernels = reinterpret_cast<const void*>(kernels);
+  a.sizes = reinterpret_cast<const int64_t*>(sizes);
+  a.x = to_view(x);
+  a.out = to_view(out);
+  return a;
+}
+
+using JpegShape = std::tuple<int64_t, int64_t, int64_t, int>;  // B, H, W, acc
+
+inline JpegArgs jpeg_args(const JpegShape& s, uintptr_t tables, uintptr_t sizes, const PyView& x,
+                          const PyView& out, uintptr_t pass, uintptr_t dct) {
+  JpegArgs a;
+  std::tie(a.B, a.H, a.W, a.acc) = s;
+  a.tables = reinterpret_cast<const void*>(tables);
+  a.sizes = reinterpret_cast<const int64_t*>(sizes);
+  a.x = to_view(x);
+  a.out = to_view(out);
+  a.pass = reinterpret_cast<uint8_t*>(pass);
+  a.dct = reinterpret_cast<const void*>(dct);
   return a;
 }
 
