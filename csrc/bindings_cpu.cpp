@@ -20,32 +20,6 @@ namespace py = pybind11;
 namespace {
 
 // The widest ISA the CPU kernels' run-time dispatch will pick on this machine.
-// (B, C, H, W, sizes, kind, gray, sigma, scale, vals, table_of_sample, cdf, length, seed_gauss,
-// seed_poisson): the pointers of ebir::NoiseArgs.
-using NoiseTuple = std::tuple<int64_t, int64_t, int64_t, int64_t, uintptr_t, uintptr_t, uintptr_t,
-                              uintptr_t, uintptr_t, uintptr_t, uintptr_t, uintptr_t, int64_t,
-                              uint64_t, uint64_t>;
-
-ebir::NoiseArgs noise_args(const NoiseTuple& t) {
-  ebir::NoiseArgs a;
-  a.B = std::get<0>(t);
-  a.C = std::get<1>(t);
-  a.H = std::get<2>(t);
-  a.W = std::get<3>(t);
-  a.sizes = reinterpret_cast<const int64_t*>(std::get<4>(t));
-  a.kind = reinterpret_cast<const int32_t*>(std::get<5>(t));
-  a.gray = reinterpret_cast<const uint8_t*>(std::get<6>(t));
-  a.sigma = reinterpret_cast<const double*>(std::get<7>(t));
-  a.scale = reinterpret_cast<const double*>(std::get<8>(t));
-  a.vals = reinterpret_cast<const double*>(std::get<9>(t));
-  a.table_of_sample = reinterpret_cast<const int64_t*>(std::get<10>(t));
-  a.cdf = reinterpret_cast<const double*>(std::get<11>(t));
-  a.length = std::get<12>(t);
-  a.seed_gauss = std::get<13>(t);
-  a.seed_poisson = std::get<14>(t);
-  return a;
-}
-
 std::string cpu_isa() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
@@ -181,9 +155,9 @@ PYBIND11_MODULE(_C, m) {
       "Per-sample 256-bin histogram of integer levels inside each extent.");
   m.def(
       "add_noise",
-      [](const NoiseTuple& t, const ebir::PyView& x, const ebir::PyView& out, uintptr_t pass,
+      [](const ebir::NoiseTuple& t, const ebir::PyView& x, const ebir::PyView& out, uintptr_t pass,
          int num_threads) {
-        ebir::NoiseArgs a = noise_args(t);
+        ebir::NoiseArgs a = ebir::noise_args(t);
         a.x = ebir::to_view(x);
         a.out = ebir::to_view(out);
         a.pass = reinterpret_cast<uint8_t*>(pass);
@@ -194,8 +168,8 @@ PYBIND11_MODULE(_C, m) {
       "out = clamp(x + Gaussian or Poisson noise, 0, 1) inside each extent (ebir/noise.h).");
   m.def(
       "noise_level_histogram",
-      [](const NoiseTuple& t, const ebir::PyView& x, uintptr_t hist, int num_threads) {
-        ebir::NoiseArgs a = noise_args(t);
+      [](const ebir::NoiseTuple& t, const ebir::PyView& x, uintptr_t hist, int num_threads) {
+        ebir::NoiseArgs a = ebir::noise_args(t);
         a.x = ebir::to_view(x);
         ebir::noise_level_histogram_cpu(a, reinterpret_cast<int64_t*>(hist), num_threads);
       },
@@ -220,4 +194,16 @@ PYBIND11_MODULE(_C, m) {
       py::arg("shape"), py::arg("tables"), py::arg("sizes"), py::arg("x"), py::arg("out"),
       py::arg("pass_mask"), py::arg("dct"), py::call_guard<py::gil_scoped_release>(),
       "jpeg_fwd as the CUDA kernel computes it, emulated on the CPU (slow; for tests).");
+  m.def(
+      "add_noise_emulated",
+      [](const ebir::NoiseTuple& t, const ebir::PyView& x, const ebir::PyView& out, uintptr_t pass) {
+        ebir::NoiseArgs a = ebir::noise_args(t);
+        a.x = ebir::to_view(x);
+        a.out = ebir::to_view(out);
+        a.pass = reinterpret_cast<uint8_t*>(pass);
+        ebir::add_noise_emulated(a);
+      },
+      py::arg("args"), py::arg("x"), py::arg("out"), py::arg("pass_mask"),
+      py::call_guard<py::gil_scoped_release>(),
+      "add_noise as the CUDA kernel computes it, emulated on the CPU (slow; for tests).");
 }

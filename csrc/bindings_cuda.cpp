@@ -88,4 +88,27 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("pass_mask"), py::arg("dct"), py::arg("stream"),
       py::call_guard<py::gil_scoped_release>(),
       "JPEG round trip of every extent (device pointers), enqueued on `stream`.");
+  m.def(
+      "add_noise",
+      [](const ebir::NoiseTuple& t, const ebir::PyView& x, const ebir::PyView& out, uintptr_t pass,
+         uintptr_t stream) {
+        ebir::NoiseArgs a = ebir::noise_args(t);
+        a.x = ebir::to_view(x);
+        a.out = ebir::to_view(out);
+        a.pass = reinterpret_cast<uint8_t*>(pass);
+        ebir::add_noise_cuda(a, as_ptr(stream));
+      },
+      py::arg("args"), py::arg("x"), py::arg("out"), py::arg("pass_mask"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>(),
+      "out = clamp(x + Gaussian or Poisson noise, 0, 1) (device pointers), on `stream`.");
+  m.def(
+      "noise_level_histogram",
+      [](const ebir::NoiseTuple& t, const ebir::PyView& x, uintptr_t hist, uintptr_t stream) {
+        ebir::NoiseArgs a = ebir::noise_args(t);
+        a.x = ebir::to_view(x);
+        ebir::noise_level_histogram_cuda(a, reinterpret_cast<int64_t*>(hist), as_ptr(stream));
+      },
+      py::arg("args"), py::arg("x"), py::arg("hist"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>(),
+      "Per-sample histogram of the Poisson samples' levels (device pointers), on `stream`.");
 }

@@ -10,16 +10,14 @@
 #include "ebir/counter_rng.h"
 #include "ebir/cpu_rows.h"
 #include "ebir/noise.h"
-#include "ebir/normal_quantile.h"
+#include "ebir/noise_elements.h"
 
 namespace ebir {
 namespace {
 
-constexpr float kLuma[3] = {0.299f, 0.587f, 0.114f};
-
+// Sizes and gray flags are host memory here, so the CPU path checks them too.
 void check(const NoiseArgs& a) {
-  if (a.B < 1 || a.C < 1 || a.H < 1 || a.W < 1)
-    throw std::invalid_argument("add_noise: bad shape");
+  check_noise(a);
   for (int64_t b = 0; b < a.B; ++b) {
     const int64_t h = a.sizes[2 * b], w = a.sizes[2 * b + 1];
     if (h < 1 || h > a.H || w < 1 || w > a.W)
@@ -27,26 +25,6 @@ void check(const NoiseArgs& a) {
     if (a.gray[b] && a.C != 3)
       throw std::invalid_argument("add_noise: gray noise needs 3 channels");
   }
-}
-
-inline int64_t offset(const View4& v, int64_t b, int64_t c, int64_t y, int64_t x) {
-  return b * v.stride[0] + c * v.stride[1] + y * v.stride[2] + x * v.stride[3];
-}
-
-// The 8-bit level of a pixel (its luma for gray samples), as the reference rounds it in float32.
-template <class T>
-int level_of(const NoiseArgs& a, int64_t b, int64_t c, int64_t y, int64_t x) {
-  float v;
-  if (a.gray[b]) {
-    float s = 0.0f;
-    for (int k = 0; k < 3; ++k)
-      s = s + load_as<float>(a.x.data, offset(a.x, b, k, y, x), a.x.dtype) * kLuma[k];
-    v = s;
-  } else {
-    v = load_as<float>(a.x.data, offset(a.x, b, c, y, x), a.x.dtype);
-  }
-  v = std::min(std::max(v, 0.0f), 1.0f);
-  return int(std::nearbyint(v * 255.0f));
 }
 
 template <class T>
@@ -69,34 +47,16 @@ void apply_impl(const NoiseArgs& a, int threads) {
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t y = r % a.H, c = (r / a.H) % a.C, b = r / (a.H * a.C);
     const int64_t h = a.sizes[2 * b], w = a.sizes[2 * b + 1];
-    const int kind = a.kind[b];
-    const int64_t c_src = a.gray[b] ? 0 : c;
-    const uint64_t row_e = uint64_t(((b * a.C + c_src) * a.H + y) * a.W);
-    const T sigma = T(a.sigma[b]), scale = T(a.scale[b]), vals = T(a.vals[b]);
-    const double* cdf = a.cdf + a.table_of_sample[b] * 256 * a.length;
-    uint8_t* pass = a.pass ? a.pass + ((b * a.C + c) * a.H + y) * a.W : nullptr;
+    const int32_t* guide_b = guide.data();
+    auto guided = [&](const double* row, int64_t index, double u) {
+      int64_t k = guide_b[size_t(index * G + int(u * G))];
+      while (k < a.length - 1 && row[k] <= u) ++k;
+      return k;
+    };
     for (int64_t x = 0; x < a.W; ++x) {
-      const int64_t o = offset(a.out, b, c, y, x);
-      if (y >= h || x >= w) {
-        store_as<T>(a.out.data, o, a.out.dtype, T(0));
-        if (pass) pass[x] = 0;
-        continue;
-      }
-      const T v = load_as<T>(a.x.data, offset(a.x, b, c, y, x), a.x.dtype);
-      T n = T(0);
-      if (kind == 1) {
-        n = T(float(normal_quantile(counter_uniform(key_g, row_e + uint64_t(x))))) * sigma;
-      } else if (kind == 2) {
-        const int level = level_of<T>(a, b, c, y, x);
-        const double* row = cdf + level * a.length;
-        const double u = counter_uniform(key_p, row_e + uint64_t(x));
-        int64_t k = guide[size_t((a.table_of_sample[b] * 256 + level) * G + int(u * G))];
-        while (k < a.length - 1 && row[k] <= u) ++k;
-        n = (T(float(k)) / vals - T(level) / T(255)) * scale;
-      }
-      const T s = v + n;
-      store_as<T>(a.out.data, o, a.out.dtype, std::min(std::max(s, T(0)), T(1)));
-      if (pass) pass[x] = (s >= T(0) && s <= T(1)) ? 1 : 0;
+      const bool inside = y < h && x < w;
+      const T s = inside ? noise_sum<T>(a, key_g, key_p, b, c, y, x, guided) : T(0);
+      noise_store<T>(a, b, c, y, x, s, inside);
     }
   }
 }
@@ -123,7 +83,7 @@ void noise_level_histogram_cpu(const NoiseArgs& a, int64_t* hist, int num_thread
     const int64_t channels = a.gray[b] ? 1 : a.C;
     for (int64_t c = 0; c < channels; ++c)
       for (int64_t y = 0; y < h; ++y)
-        for (int64_t x = 0; x < w; ++x) ++hist[b * 256 + level_of<float>(a, b, c, y, x)];
+        for (int64_t x = 0; x < w; ++x) ++hist[b * 256 + noise_level(a, b, c, y, x)];
   }
 }
 

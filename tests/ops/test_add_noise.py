@@ -113,3 +113,33 @@ def test_errors_name_the_argument(change, match):
     c = {**_case(), **change}
     with pytest.raises(ValueError, match=match):
         add_noise(c["x"], c["sizes"], c["kind"], c["sigma"], c["gray"], c["scale"], seed=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_cuda_emulation_reproduces_the_reference(dtype):
+    from ebir_fast._ext import extension, extension_error
+    from ebir_fast.ops import _cpu
+    from ebir_fast.ops.noise import _native_args
+    from ebir_fast.ops.reference import noise_levels, noise_vals
+
+    if extension_error("_C"):
+        pytest.skip(extension_error("_C"))
+    c = _case(dtype)
+    levels = noise_levels(c["x"], c["gray"])
+    vals = noise_vals(levels, c["sizes"], c["gray"])
+    vals = torch.where(c["kind"] == 2, vals, torch.ones_like(vals))
+    kind, gray = c["kind"].to(torch.int32), c["gray"].to(torch.uint8)
+    args, _keep = _native_args(c["x"], c["sizes"], kind, gray, c["sigma"], c["scale"], vals, 7)
+    out = torch.full_like(c["x"], float("nan"))
+    extension("_C").add_noise_emulated(args, _cpu.view(c["x"]), _cpu.view(out), 0)
+    want = add_noise(c["x"], c["sizes"], c["kind"], c["sigma"], c["gray"], c["scale"], seed=7,
+                     backend="reference")  # fmt: skip
+    assert torch.equal(out, want)
+
+
+def test_cuda_module_has_the_kernels():
+    from tests.ops.helpers import cuda_module_or_skip
+
+    module = cuda_module_or_skip()
+    assert hasattr(module, "add_noise")
+    assert hasattr(module, "noise_level_histogram")

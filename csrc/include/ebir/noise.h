@@ -40,4 +40,11 @@ void add_noise_cpu(const NoiseArgs& args, int num_threads);
 // are left at 0).
 void noise_level_histogram_cpu(const NoiseArgs& args, int64_t* hist, int num_threads);
 
+// CUDA versions on `stream` (a cudaStream_t); all pointers are device memory.
+void add_noise_cuda(const NoiseArgs& args, void* stream);
+void noise_level_histogram_cuda(const NoiseArgs& args, int64_t* hist, void* stream);
+
+// The CUDA kernel's arithmetic run serially on the CPU (noise_emulate.cpp), for tests.
+void add_noise_emulated(const NoiseArgs& args);
+
 }  // namespace ebir

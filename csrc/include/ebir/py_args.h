@@ -13,6 +13,7 @@
 #include "ebir/blur.h"
 #include "ebir/filter2d.h"
 #include "ebir/jpeg.h"
+#include "ebir/noise.h"
 
 namespace ebir {
 
@@ -86,6 +87,32 @@ inline JpegArgs jpeg_args(const JpegShape& s, uintptr_t tables, uintptr_t sizes,
   a.out = to_view(out);
   a.pass = reinterpret_cast<uint8_t*>(pass);
   a.dct = reinterpret_cast<const void*>(dct);
+  return a;
+}
+
+// (B, C, H, W, sizes, kind, gray, sigma, scale, vals, table_of_sample, cdf, length, seed_gauss,
+// seed_poisson): the pointers of ebir::NoiseArgs.
+using NoiseTuple = std::tuple<int64_t, int64_t, int64_t, int64_t, uintptr_t, uintptr_t, uintptr_t,
+                              uintptr_t, uintptr_t, uintptr_t, uintptr_t, uintptr_t, int64_t,
+                              uint64_t, uint64_t>;
+
+inline NoiseArgs noise_args(const NoiseTuple& t) {
+  NoiseArgs a;
+  a.B = std::get<0>(t);
+  a.C = std::get<1>(t);
+  a.H = std::get<2>(t);
+  a.W = std::get<3>(t);
+  a.sizes = reinterpret_cast<const int64_t*>(std::get<4>(t));
+  a.kind = reinterpret_cast<const int32_t*>(std::get<5>(t));
+  a.gray = reinterpret_cast<const uint8_t*>(std::get<6>(t));
+  a.sigma = reinterpret_cast<const double*>(std::get<7>(t));
+  a.scale = reinterpret_cast<const double*>(std::get<8>(t));
+  a.vals = reinterpret_cast<const double*>(std::get<9>(t));
+  a.table_of_sample = reinterpret_cast<const int64_t*>(std::get<10>(t));
+  a.cdf = reinterpret_cast<const double*>(std::get<11>(t));
+  a.length = std::get<12>(t);
+  a.seed_gauss = std::get<13>(t);
+  a.seed_poisson = std::get<14>(t);
   return a;
 }
 

@@ -120,3 +120,23 @@ def jpeg_fwd(
         0 if pass_mask is None else pass_mask.data_ptr(),
         torch.get_num_threads(),
     )
+
+
+def add_noise(
+    args: tuple,  # NoiseArgs pointers (ebir_fast.ops.noise._native_args), CPU memory
+    x: torch.Tensor,  # [B, C, H, W]
+    out: torch.Tensor,  # [B, C, H, W], written
+    pass_mask: torch.Tensor | None,  # [B, C, H, W] uint8, contiguous, written
+) -> None:
+    """out = clamp(x + noise, 0, 1) inside the extents, 0 outside (csrc/include/ebir/noise.h)."""
+    mask = 0 if pass_mask is None else pass_mask.data_ptr()
+    extension("_C").add_noise(args, view(x), view(out), mask, torch.get_num_threads())
+
+
+def noise_level_histogram(
+    args: tuple,  # NoiseArgs pointers, CPU memory
+    x: torch.Tensor,  # [B, C, H, W]
+    hist: torch.Tensor,  # [B, 256] int64, written
+) -> None:
+    """Per-sample histogram of the Poisson samples' 8-bit levels (luma for gray samples)."""
+    extension("_C").noise_level_histogram(args, view(x), hist.data_ptr(), torch.get_num_threads())

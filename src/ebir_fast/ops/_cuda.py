@@ -112,3 +112,25 @@ def jpeg_fwd(
             dct.data_ptr(),
             _stream(x),
         )
+
+
+def add_noise(
+    args: tuple,  # NoiseArgs pointers (ebir_fast.ops.noise._native_args), device memory
+    x: torch.Tensor,  # [B, C, H, W]
+    out: torch.Tensor,  # [B, C, H, W], written
+    pass_mask: torch.Tensor | None,  # [B, C, H, W] uint8, contiguous, written
+) -> None:
+    """out = clamp(x + noise, 0, 1) inside the extents, 0 outside (csrc/include/ebir/noise.h)."""
+    mask = 0 if pass_mask is None else pass_mask.data_ptr()
+    with torch.cuda.device(x.device):
+        extension("_C_cuda").add_noise(args, view(x), view(out), mask, _stream(x))
+
+
+def noise_level_histogram(
+    args: tuple,  # NoiseArgs pointers, device memory
+    x: torch.Tensor,  # [B, C, H, W]
+    hist: torch.Tensor,  # [B, 256] int64 on x's device, written
+) -> None:
+    """Per-sample histogram of the Poisson samples' 8-bit levels (luma for gray samples)."""
+    with torch.cuda.device(x.device):
+        extension("_C_cuda").noise_level_histogram(args, view(x), hist.data_ptr(), _stream(x))

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ebir_fast.ops._cpu import view
-from ebir_fast.ops._dispatch import resolve_backend
+from ebir_fast.ops._dispatch import launcher, resolve_backend
 from ebir_fast.ops._gaussian import check_image
 from ebir_fast.ops._ragged import check_sizes
 from ebir_fast.ops.reference import (
@@ -23,7 +22,7 @@ from ebir_fast.ops.reference import (
 )
 
 #: Backends with a noise kernel ("reference" always runs).
-NOISE_BACKENDS = ("cpu", "reference")
+NOISE_BACKENDS = ("cuda", "cpu", "reference")
 
 _MASK64 = (1 << 64) - 1
 
@@ -36,11 +35,14 @@ def _per_sample(name: str, value: object, b: int, dtype: torch.dtype) -> torch.T
 
 
 def _native_args(x, sizes, kind, gray, sigma, scale, vals, seed):
-    """(tuple of NoiseArgs pointers, tensors that must outlive the call)."""
+    """(tuple of NoiseArgs pointers, tensors that must outlive the call), on x's device."""
     b, c, h, w = x.shape
     distinct, table_of_sample = torch.unique(vals / 255.0, return_inverse=True)
     cdf = poisson_cdf_tables(distinct)
-    keep = (sizes, kind, gray, sigma, scale, vals, table_of_sample, cdf)
+    keep = tuple(
+        t.to(x.device).contiguous()
+        for t in (sizes, kind, gray, sigma, scale, vals, table_of_sample, cdf)
+    )
     args = (
         b,
         c,
@@ -64,21 +66,18 @@ def _add_noise_op(
     scale: torch.Tensor,
     vals: torch.Tensor,
     seed: int,
+    backend: str,
     with_mask: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    from ebir_fast._ext import extension
-
     out = torch.empty_like(x)
     mask = x.new_empty(x.shape if with_mask else (0,), dtype=torch.uint8)
     args, _keep = _native_args(x, sizes, kind, gray, sigma, scale, vals, seed)
-    extension("_C").add_noise(
-        args, view(x), view(out), mask.data_ptr() if with_mask else 0, torch.get_num_threads()
-    )
+    launcher(backend).add_noise(args, x, out, mask if with_mask else None)
     return out, mask
 
 
 @_add_noise_op.register_fake
-def _(x, sizes, kind, gray, sigma, scale, vals, seed, with_mask):
+def _(x, sizes, kind, gray, sigma, scale, vals, seed, backend, with_mask):
     return torch.empty_like(x), x.new_empty(x.shape if with_mask else (0,), dtype=torch.uint8)
 
 
@@ -91,8 +90,8 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, grad, _grad_mask):
     (mask,) = ctx.saved_tensors
     if grad is None:
-        return (None,) * 9
-    return (grad * mask.to(grad.dtype), *((None,) * 8))
+        return (None,) * 10
+    return (grad * mask.to(grad.dtype), *((None,) * 9))
 
 
 _add_noise_op.register_autograd(_backward, setup_context=_setup)
@@ -144,20 +143,18 @@ def add_noise(
         vals = noise_vals(levels, sizes, gray_t.to(x.device)).cpu()
         vals = torch.where(kind_t == 2, vals, torch.ones_like(vals))
         return add_noise_reference(x, sizes, kind_t, sigma_t, gray_t, scale_t, vals, seed)
-    sizes, gray_u8 = sizes.cpu().contiguous(), gray_t.to(torch.uint8)
-    vals = _vals(x, sizes, kind_t, gray_u8, sigma_t, scale_t, seed)
+    gray_u8 = gray_t.to(torch.uint8)
+    vals = _vals(x, sizes, kind_t, gray_u8, sigma_t, scale_t, seed, name)
     with_mask = torch.is_grad_enabled() and x.requires_grad
-    out, _ = _add_noise_op(x, sizes, kind_t, gray_u8, sigma_t, scale_t, vals, seed, with_mask)
+    out, _ = _add_noise_op(x, sizes, kind_t, gray_u8, sigma_t, scale_t, vals, seed, name, with_mask)
     return out
 
 
-def _vals(x, sizes, kind, gray, sigma, scale, seed) -> torch.Tensor:  # [B] float64
+def _vals(x, sizes, kind, gray, sigma, scale, seed, backend) -> torch.Tensor:  # [B] float64, CPU
     """Poisson ``vals`` per sample from the kernel's level histogram (1 for other samples)."""
-    from ebir_fast._ext import extension
-
     ones = torch.ones(x.shape[0], dtype=torch.float64)
     args, _keep = _native_args(x, sizes, kind, gray, sigma, scale, ones, seed)
-    hist = torch.empty(x.shape[0], 256, dtype=torch.int64)
-    extension("_C").noise_level_histogram(args, view(x), hist.data_ptr(), torch.get_num_threads())
-    distinct = (hist > 0).sum(dim=1).clamp_min(1).double()
+    hist = torch.empty(x.shape[0], 256, dtype=torch.int64, device=x.device)
+    launcher(backend).noise_level_histogram(args, x, hist)
+    distinct = (hist.cpu() > 0).sum(dim=1).clamp_min(1).double()
     return torch.where(kind == 2, 2.0 ** torch.ceil(torch.log2(distinct)), ones).contiguous()
