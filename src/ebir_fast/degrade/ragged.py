@@ -52,8 +52,10 @@ def resize(
     out = x.new_zeros(x.shape[0], x.shape[1], out_h, out_w)
     pieces: list[torch.Tensor | None] = [None] * x.shape[0]
     for (h, w, oh, ow, mode), members in groups.items():
-        index = torch.tensor(members, device=x.device)
-        src = x.index_select(0, index)[..., :h, :w]
+        if len(members) == 1:  # a view: no copy of the padded sample
+            src = x[members[0] : members[0] + 1, :, :h, :w]
+        else:
+            src = x.index_select(0, torch.tensor(members, device=x.device))[..., :h, :w]
         name = RESIZE_MODES[mode]
         if (oh, ow) == (h, w):
             dst = src
