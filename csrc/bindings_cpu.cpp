@@ -206,4 +206,17 @@ PYBIND11_MODULE(_C, m) {
       py::arg("args"), py::arg("x"), py::arg("out"), py::arg("pass_mask"),
       py::call_guard<py::gil_scoped_release>(),
       "add_noise as the CUDA kernel computes it, emulated on the CPU (slow; for tests).");
+  m.def(
+      "filter2d_bwd_emulated",
+      [](const ebir::F2dShape& shape, uintptr_t kernels, uintptr_t sizes, const ebir::PyView& x,
+         const ebir::PyView& grad, const ebir::PyView& grad_x, uintptr_t grad_k) {
+        ebir::Filter2dArgs a = ebir::filter2d_args(shape, kernels, sizes, x, ebir::PyView{});
+        a.grad = ebir::to_view(grad);
+        a.grad_x = ebir::to_view(grad_x);
+        a.grad_k = reinterpret_cast<void*>(grad_k);
+        ebir::filter2d_bwd_emulated(a);
+      },
+      py::arg("shape"), py::arg("kernels"), py::arg("sizes"), py::arg("x"), py::arg("grad"),
+      py::arg("grad_x"), py::arg("grad_k"), py::call_guard<py::gil_scoped_release>(),
+      "filter2d_bwd as the CUDA kernels compute it, emulated on the CPU (slow; for tests).");
 }

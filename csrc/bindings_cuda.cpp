@@ -111,4 +111,19 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("args"), py::arg("x"), py::arg("hist"), py::arg("stream"),
       py::call_guard<py::gil_scoped_release>(),
       "Per-sample histogram of the Poisson samples' levels (device pointers), on `stream`.");
+  m.def(
+      "filter2d_bwd",
+      [](const ebir::F2dShape& shape, uintptr_t kernels, uintptr_t sizes, const ebir::PyView& x,
+         const ebir::PyView& grad, const ebir::PyView& grad_x, uintptr_t grad_k,
+         uintptr_t workspace, uintptr_t stream) {
+        ebir::Filter2dArgs a = ebir::filter2d_args(shape, kernels, sizes, x, ebir::PyView{});
+        a.grad = ebir::to_view(grad);
+        a.grad_x = ebir::to_view(grad_x);
+        a.grad_k = reinterpret_cast<void*>(grad_k);
+        ebir::filter2d_bwd_cuda(a, as_ptr(workspace), as_ptr(stream));
+      },
+      py::arg("shape"), py::arg("kernels"), py::arg("sizes"), py::arg("x"), py::arg("grad"),
+      py::arg("grad_x"), py::arg("grad_k"), py::arg("workspace"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>(),
+      "grad_x (when its pointer != 0) and grad_k (when != 0) of filter2d_fwd, on `stream`.");
 }

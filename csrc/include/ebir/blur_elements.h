@@ -154,18 +154,6 @@ EBIR_HD T correlate(const T* w, int R, int64_t p, const F& f) {
   return acc;
 }
 
-// visit(p) for the preimages p in [-R, n + R) of i under the mirror border, ascending (common.h).
-template <class F>
-EBIR_HD void for_each_preimage(int64_t i, int64_t n, int R, const F& visit) {
-  const Preimages pre = preimages(i, n, R);
-  for (int64_t k = pre.k_lo; k <= pre.k_hi; ++k) {
-    const int64_t pa = pre.a + k * pre.period;
-    if (pa >= pre.lo && pa < pre.hi) visit(pa);
-    const int64_t pb = pre.b + k * pre.period;
-    if (pre.b >= 0 && pb >= pre.lo && pb < pre.hi) visit(pb);
-  }
-}
-
 // ---- the element passes -------------------------------------------------------------------------
 
 // tmp[e] = (V (x - y))[e]; x - y is formed in T as it is loaded.

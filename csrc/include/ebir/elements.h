@@ -53,4 +53,16 @@ EBIR_HD int64_t offset(const View4& v, int64_t b, int64_t c, int64_t h, int64_t 
   return b * v.stride[0] + c * v.stride[1] + h * v.stride[2] + w * v.stride[3];
 }
 
+// visit(p) for the preimages p in [-R, n + R) of i under the mirror border, ascending (common.h).
+template <class F>
+EBIR_HD void for_each_preimage(int64_t i, int64_t n, int R, const F& visit) {
+  const Preimages pre = preimages(i, n, R);
+  for (int64_t k = pre.k_lo; k <= pre.k_hi; ++k) {
+    const int64_t pa = pre.a + k * pre.period;
+    if (pa >= pre.lo && pa < pre.hi) visit(pa);
+    const int64_t pb = pre.b + k * pre.period;
+    if (pre.b >= 0 && pb >= pre.lo && pb < pre.hi) visit(pb);
+  }
+}
+
 }  // namespace ebir

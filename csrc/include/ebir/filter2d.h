@@ -33,12 +33,14 @@ struct Filter2dArgs {
 void filter2d_fwd_cpu(const Filter2dArgs& args, int num_threads);
 void filter2d_bwd_cpu(const Filter2dArgs& args, int num_threads);
 
-// CUDA forward on `stream` (a cudaStream_t); `workspace`: filter2d_cuda_workspace_bytes(args)
+// CUDA forward and backward on `stream` (a cudaStream_t); `workspace`: filter2d_cuda_workspace_bytes(args)
 // bytes of device memory (each sample's effective radius).
 int64_t filter2d_cuda_workspace_bytes(const Filter2dArgs& args);
 void filter2d_fwd_cuda(const Filter2dArgs& args, void* workspace, void* stream);
+void filter2d_bwd_cuda(const Filter2dArgs& args, void* workspace, void* stream);
 
-// The CUDA forward's arithmetic run serially on the CPU (filter2d_emulate.cpp), for tests.
+// The CUDA kernels' arithmetic run serially on the CPU (filter2d_emulate.cpp), for tests.
 void filter2d_fwd_emulated(const Filter2dArgs& args);
+void filter2d_bwd_emulated(const Filter2dArgs& args);
 
 }  // namespace ebir

@@ -89,6 +89,35 @@ def filter2d_fwd(
         )
 
 
+def filter2d_bwd(
+    grad: torch.Tensor,  # [B, C, H, W]
+    x: torch.Tensor | None,  # [B, C, H, W], needed for grad_k
+    kernels: torch.Tensor,  # [B, K, K], accumulation dtype, contiguous, on grad's device
+    sizes: torch.Tensor,  # [B, 2] int64, contiguous, on grad's device
+    grad_x: torch.Tensor | None,  # [B, C, H, W], written
+    grad_k: torch.Tensor | None,  # [B, K, K], accumulation dtype, contiguous, written
+) -> None:
+    """grad_x (the adjoint of filter2d_fwd applied to grad) and grad_k, each when given."""
+    from ebir_fast.ops._cpu import _filter2d_shape
+
+    module = extension("_C_cuda")
+    workspace = torch.empty(
+        module.filter2d_workspace_bytes(grad.shape[0]), dtype=torch.uint8, device=grad.device
+    )
+    with torch.cuda.device(grad.device):
+        module.filter2d_bwd(
+            _filter2d_shape(grad, kernels),
+            kernels.data_ptr(),
+            sizes.data_ptr(),
+            view(x),
+            view(grad),
+            view(grad_x),
+            0 if grad_k is None else grad_k.data_ptr(),
+            workspace.data_ptr(),
+            _stream(grad),
+        )
+
+
 def jpeg_fwd(
     x: torch.Tensor,  # [B, 3, H, W]
     tables: torch.Tensor,  # [B, 2, 8, 8], accumulation dtype, contiguous, on x's device

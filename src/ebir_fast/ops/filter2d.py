@@ -81,9 +81,8 @@ def _filter2d_backward(ctx, grad):
     need_x, need_k = ctx.needs_input_grad[:2]
     if not (need_x or need_k):
         return None, None, None, None
-    if ctx.backend != "cpu":
-        # No CUDA / Triton backward kernel yet: autograd through the reference, on the device.
-        # The degradation's kernels are constants and its backward is one adjoint blur per stage.
+    if ctx.backend == "triton":
+        # No Triton backward kernel yet: autograd through the reference, on the device.
         with torch.enable_grad():
             xs = (x if need_k else torch.zeros_like(grad)).detach().requires_grad_()
             ks = kernels.detach().requires_grad_()
