@@ -3,7 +3,7 @@
 // per 16x16 MCU, edge-replicate the sample from its extent (h_b, w_b), x255, JFIF RGB -> YCbCr,
 // 2x2-average the chroma, 8x8 orthonormal DCT of (p - 128), divide by the table, round half to
 // even, multiply back, inverse DCT, +128, replicate the chroma, YCbCr -> RGB, clamp to [0, 255],
-// /255. Pixels outside the extent are not written. Arithmetic in the accumulation type.
+// /255, 0 outside the extent. Arithmetic in the accumulation type.
 #pragma once
 
 #include <cstdint>
@@ -27,7 +27,8 @@ struct JpegArgs {
   const void* tables = nullptr;    // [B, 2, 8, 8] luma and chroma, accumulation dtype, contiguous
   const int64_t* sizes = nullptr;  // [B, 2] valid (h, w), contiguous
   View4 x;                         // [B, 3, H, W] RGB in [0, 1]
-  View4 out;                       // [B, 3, H, W]; only the extents are written
+  View4 out;                       // [B, 3, H, W]; the CPU kernel writes every element (0 outside
+                                   // the extents), the CUDA kernel only the extents
   uint8_t* pass = nullptr;         // [B, 3, H, W] contiguous or nullptr: 1 where the decoder's clamp
                                    // passes the gradient (0 <= v <= 255), 0 elsewhere
   const void* dct = nullptr;       // [8, 8] DCT-II matrix, accumulation dtype (CUDA and emulation)

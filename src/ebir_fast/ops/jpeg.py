@@ -31,7 +31,8 @@ def _jpeg_fwd_op(
     x: torch.Tensor, tables: torch.Tensor, sizes: torch.Tensor, backend: str, with_mask: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(the round trip, zero outside the extents; the clamp's pass mask or an empty tensor)."""
-    out = torch.zeros_like(x)
+    # The CPU kernel writes every element; the CUDA kernel only the extents.
+    out = torch.empty_like(x) if backend == "cpu" else torch.zeros_like(x)
     mask = x.new_zeros(x.shape if with_mask else (0,), dtype=torch.uint8)
     launcher(backend).jpeg_fwd(x, tables, sizes, out, mask if with_mask else None)
     return out, mask
