@@ -9,6 +9,7 @@
 #include "ebir/jpeg.h"
 #include "ebir/noise.h"
 #include "ebir/poisson.h"
+#include "ebir/resize.h"
 #include "ebir/py_args.h"
 
 #if defined(EBIR_HAVE_OPENMP)
@@ -219,4 +220,21 @@ PYBIND11_MODULE(_C, m) {
       py::arg("shape"), py::arg("kernels"), py::arg("sizes"), py::arg("x"), py::arg("grad"),
       py::arg("grad_x"), py::arg("grad_k"), py::call_guard<py::gil_scoped_release>(),
       "filter2d_bwd as the CUDA kernels compute it, emulated on the CPU (slow; for tests).");
+  m.def(
+      "resize",
+      [](const std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>& shape,
+         uintptr_t sizes, uintptr_t out_sizes, uintptr_t modes, const ebir::PyView& x,
+         const ebir::PyView& out, int num_threads) {
+        ebir::ResizeArgs a;
+        std::tie(a.B, a.C, a.H, a.W, a.OH, a.OW) = shape;
+        a.sizes = reinterpret_cast<const int64_t*>(sizes);
+        a.out_sizes = reinterpret_cast<const int64_t*>(out_sizes);
+        a.modes = reinterpret_cast<const int64_t*>(modes);
+        a.x = ebir::to_view(x);
+        a.out = ebir::to_view(out);
+        ebir::resize_cpu(a, num_threads);
+      },
+      py::arg("shape"), py::arg("sizes"), py::arg("out_sizes"), py::arg("modes"), py::arg("x"),
+      py::arg("out"), py::arg("num_threads"), py::call_guard<py::gil_scoped_release>(),
+      "Each sample's extent resized to its own size with its own mode; 0 elsewhere.");
 }

@@ -75,7 +75,11 @@ def test_differentiable_replay_matches_and_passes_gradients(preset):
     plain = d.apply(x, params)
     assert plain.grad_fn is None  # differentiable=False runs without autograd
     y = d.apply(x, params, differentiable=True)
-    torch.testing.assert_close(y, plain, rtol=0, atol=0)
+    # The differentiable replay resizes with F.interpolate (for its backward), the plain one with
+    # the batched kernel: equal to float rounding, which can flip a rare 8-bit level.
+    levels = ((y - plain).abs() * 255).round()
+    assert levels.max() <= 1
+    assert (levels > 0).float().mean() < 1e-3
     (y * torch.rand_like(y)).sum().backward()
     assert torch.isfinite(x.grad).all()
     assert (x.grad.abs().sum(dim=(1, 2, 3)) > 0).all()  # every sample gets a gradient

@@ -17,6 +17,7 @@ from ebir_fast.ops.filter2d import MAX_FILTER_SIZE, filter2d
 from ebir_fast.ops.jpeg import jpeg_roundtrip
 from ebir_fast.ops.noise import add_noise
 from ebir_fast.ops.reference import jpeg_quality_factor, jpeg_tables
+from ebir_fast.ops.resize import resize_ragged
 
 __all__ = [
     "BACKENDS",
@@ -35,5 +36,6 @@ __all__ = [
     "jpeg_quality_factor",
     "jpeg_roundtrip",
     "jpeg_tables",
+    "resize_ragged",
     "resolve_backend",
 ]

@@ -535,3 +535,36 @@ def add_noise_reference(
     )
     out = (x + noise).clamp(0.0, 1.0)
     return out * extent_mask(sizes, h, w, dev)
+
+
+RESIZE_MODES = ("area", "bilinear", "bicubic")
+
+
+def resize_ragged_reference(
+    x: torch.Tensor,  # [B, C, H, W], valid extents `sizes`
+    sizes: torch.Tensor,  # [B, 2] int64
+    out_sizes: torch.Tensor,  # [B, 2] int64, each >= 1
+    modes: torch.Tensor,  # [B] int64 index into RESIZE_MODES
+) -> torch.Tensor:  # [B, C, max out h, max out w], zero outside `out_sizes`
+    """Each sample's extent resized to its own size with its own mode, by ``F.interpolate``
+    (align_corners=False, no antialias; "area" is adaptive average pooling) on groups of samples
+    that share (size, output size, mode); differentiable."""
+    sizes, out_sizes, modes = sizes.cpu(), out_sizes.cpu(), modes.cpu()
+    keys = torch.cat([sizes, out_sizes, modes.view(-1, 1)], dim=1).tolist()
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for b, key in enumerate(keys):
+        groups.setdefault(tuple(key), []).append(b)
+    out_h, out_w = int(out_sizes[:, 0].max()), int(out_sizes[:, 1].max())
+    pieces: list[torch.Tensor | None] = [None] * x.shape[0]
+    for (h, w, oh, ow, mode), members in groups.items():
+        src = x.index_select(0, torch.tensor(members, device=x.device))[..., :h, :w]
+        name = RESIZE_MODES[mode]
+        if (oh, ow) == (h, w):
+            dst = src
+        elif name == "area":
+            dst = F.adaptive_avg_pool2d(src, (oh, ow))
+        else:
+            dst = F.interpolate(src, size=(oh, ow), mode=name, align_corners=False)
+        for i, b in enumerate(members):
+            pieces[b] = F.pad(dst[i], (0, out_w - ow, 0, out_h - oh))
+    return torch.stack(pieces)  # type: ignore[arg-type]

@@ -1,0 +1,144 @@
+// CPU kernel of the ragged resize (ebir/resize.h). A task is one output row of one plane; the
+// column taps (indices and weights) of each sample are computed once per call. Arithmetic in float
+// (double for float64 inputs), in the order torch's CPU kernels use where it is cheap to follow;
+// results agree with F.interpolate to float rounding.
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ebir/cpu_rows.h"
+#include "ebir/resize.h"
+
+namespace ebir {
+namespace {
+
+using namespace cpu;
+
+// Up to 4 source taps of one output coordinate (area windows are handled separately).
+template <class T>
+struct Taps {
+  int64_t index[4];
+  T weight[4];
+  int n;
+};
+
+template <class T>
+T cubic1(T x, T a) { return ((a + T(2)) * x - (a + T(3))) * x * x + T(1); }
+template <class T>
+T cubic2(T x, T a) { return ((a * x - T(5) * a) * x + T(8) * a) * x - T(4) * a; }
+
+template <class T>
+Taps<T> taps_of(int mode, int64_t o, int64_t in, int64_t out) {
+  Taps<T> t{};
+  const T scale = T(in) / T(out);
+  if (mode == 1) {
+    T src = scale * (T(o) + T(0.5)) - T(0.5);
+    if (src < T(0)) src = T(0);
+    const int64_t i0 = std::min<int64_t>(int64_t(std::floor(src)), in - 1);
+    const int64_t step = i0 < in - 1 ? 1 : 0;
+    const T l1 = std::min(std::max(src - T(i0), T(0)), T(1));
+    t.index[0] = i0;
+    t.index[1] = i0 + step;
+    t.weight[0] = T(1) - l1;
+    t.weight[1] = l1;
+    t.n = 2;
+  } else {
+    const T src = scale * (T(o) + T(0.5)) - T(0.5);
+    const T f = std::floor(src);
+    const T x = src - f;
+    const T a = T(-0.75);
+    t.weight[0] = cubic2(x + T(1), a);
+    t.weight[1] = cubic1(x, a);
+    t.weight[2] = cubic1(T(1) - x, a);
+    t.weight[3] = cubic2(T(2) - x, a);
+    for (int k = 0; k < 4; ++k)
+      t.index[k] = std::min<int64_t>(std::max<int64_t>(int64_t(f) - 1 + k, 0), in - 1);
+    t.n = 4;
+  }
+  return t;
+}
+
+// torch's adaptive pooling window of output index o: [start, end).
+inline int64_t window_start(int64_t o, int64_t out, int64_t in) { return (o * in) / out; }
+inline int64_t window_end(int64_t o, int64_t out, int64_t in) {
+  return ((o + 1) * in + out - 1) / out;
+}
+
+template <class T>
+void impl(const ResizeArgs& a, int threads) {
+  // Column taps per sample (interpolating modes) or column windows (area).
+  std::vector<std::vector<Taps<T>>> col_taps(a.B);
+  for (int64_t b = 0; b < a.B; ++b) {
+    const int64_t w = a.sizes[2 * b + 1], ow = a.out_sizes[2 * b + 1];
+    if (a.modes[b] != 0)
+      for (int64_t o = 0; o < ow; ++o) col_taps[b].push_back(taps_of<T>(int(a.modes[b]), o, w, ow));
+  }
+  const int64_t tasks = a.B * a.C * a.OH;
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<T> rows_buf, line, out_row(a.OW);
+#pragma omp for schedule(dynamic, 8)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t oy = task % a.OH, plane = task / a.OH, b = plane / a.C, c = plane % a.C;
+      const int64_t h = a.sizes[2 * b], w = a.sizes[2 * b + 1];
+      const int64_t oh = a.out_sizes[2 * b], ow = a.out_sizes[2 * b + 1];
+      std::fill(out_row.begin(), out_row.end(), T(0));
+      if (oy < oh) {
+        line.resize(size_t(w));
+        if (a.modes[b] == 0) {
+          const int64_t y0 = window_start(oy, oh, h), y1 = window_end(oy, oh, h);
+          rows_buf.assign(size_t(w), T(0));
+          for (int64_t y = y0; y < y1; ++y) {
+            load_row_op<T, false>(a.x, b, c, y, w, line.data());
+            for (int64_t x = 0; x < w; ++x) rows_buf[size_t(x)] += line[size_t(x)];
+          }
+          for (int64_t ox = 0; ox < ow; ++ox) {
+            const int64_t x0 = window_start(ox, ow, w), x1 = window_end(ox, ow, w);
+            T sum = T(0);
+            for (int64_t x = x0; x < x1; ++x) sum += rows_buf[size_t(x)];
+            out_row[size_t(ox)] = sum / T((y1 - y0) * (x1 - x0));
+          }
+        } else {
+          const Taps<T> ty = taps_of<T>(int(a.modes[b]), oy, h, oh);
+          rows_buf.assign(size_t(w), T(0));  // the vertical combination, then the horizontal
+          for (int k = 0; k < ty.n; ++k) {
+            load_row_op<T, false>(a.x, b, c, ty.index[k], w, line.data());
+            const T wk = ty.weight[k];
+            for (int64_t x = 0; x < w; ++x) rows_buf[size_t(x)] += wk * line[size_t(x)];
+          }
+          for (int64_t ox = 0; ox < ow; ++ox) {
+            const Taps<T>& tx = col_taps[b][size_t(ox)];
+            T sum = T(0);
+            for (int k = 0; k < tx.n; ++k) sum += tx.weight[k] * rows_buf[size_t(tx.index[k])];
+            out_row[size_t(ox)] = sum;
+          }
+        }
+      }
+      store_row(a.out, b, c, oy, a.OW, out_row.data(), T(1), false);
+    }
+  }
+}
+
+}  // namespace
+
+void resize_cpu(const ResizeArgs& a, int num_threads) {
+  if (a.B < 1 || a.C < 1 || a.H < 1 || a.W < 1 || a.OH < 1 || a.OW < 1)
+    throw std::invalid_argument("resize: bad shape");
+  for (int64_t b = 0; b < a.B; ++b) {
+    const int64_t h = a.sizes[2 * b], w = a.sizes[2 * b + 1];
+    const int64_t oh = a.out_sizes[2 * b], ow = a.out_sizes[2 * b + 1];
+    if (h < 1 || h > a.H || w < 1 || w > a.W || oh < 1 || oh > a.OH || ow < 1 || ow > a.OW)
+      throw std::invalid_argument("resize: sizes[" + std::to_string(b) + "] out of range");
+    if (a.modes[b] < 0 || a.modes[b] > 2)
+      throw std::invalid_argument("resize: modes[" + std::to_string(b) + "] must be 0, 1 or 2");
+  }
+  const int threads = resolve_threads(num_threads);
+  if (a.x.dtype == kF64)
+    impl<double>(a, threads);
+  else
+    impl<float>(a, threads);
+}
+
+}  // namespace ebir
