@@ -15,6 +15,8 @@
 namespace ebir {
 namespace {
 
+using namespace cpu;
+
 // Sizes and gray flags are host memory here, so the CPU path checks them too.
 void check(const NoiseArgs& a) {
   check_noise(a);
@@ -43,6 +45,37 @@ EBIR_CLONES void normal_row(uint64_t key, uint64_t e0, int64_t n, double* z) {
   normal_row_impl<double>(key, e0, n, z);
 }
 
+EBIR_CLONES void uniform_row(uint64_t key, uint64_t e0, int64_t n, double* u) {
+  for (int64_t x = 0; x < n; ++x) u[x] = counter_uniform(key, e0 + x);
+}
+
+// levels[x] = noise_level(a, b, c, y, x) for x < n, the rows read once with the dtype hoisted.
+// `buf` holds 3 rows of floats.
+template <class T>
+EBIR_INLINE void level_row_impl(const NoiseArgs& a, int64_t b, int64_t c, int64_t y, int64_t n,
+                                float* buf, int32_t* levels) {
+  if (a.gray[b]) {
+    for (int k = 0; k < 3; ++k) load_row_op<float, false>(a.x, b, k, y, n, buf + k * n);
+    const float luma[3] = {0.299f, 0.587f, 0.114f};
+    for (int64_t x = 0; x < n; ++x) {
+      float v = 0.0f;
+      for (int k = 0; k < 3; ++k) v = v + buf[k * n + x] * luma[k];
+      buf[x] = v;
+    }
+  } else {
+    load_row_op<float, false>(a.x, b, c, y, n, buf);
+  }
+  for (int64_t x = 0; x < n; ++x) {
+    const float v = std::min(std::max(buf[x], 0.0f), 1.0f);
+    levels[x] = int32_t(std::nearbyint(v * 255.0f));
+  }
+}
+
+EBIR_CLONES void level_row(const NoiseArgs& a, int64_t b, int64_t c, int64_t y, int64_t n,
+                           float* buf, int32_t* levels) {
+  level_row_impl<float>(a, b, c, y, n, buf, levels);
+}
+
 template <class T>
 void apply_impl(const NoiseArgs& a, int threads) {
   const uint64_t key_g = stream_key(a.seed_gauss), key_p = stream_key(a.seed_poisson);
@@ -59,36 +92,48 @@ void apply_impl(const NoiseArgs& a, int threads) {
       guide[size_t(row * G + g)] =
           int32_t(std::upper_bound(cdf, cdf + a.length - 1, double(g) / G) - cdf);
   }
-  std::vector<double> z;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 16) firstprivate(z)
+  std::vector<double> z(size_t(a.W));
+  std::vector<T> rowbuf(size_t(a.W)), sums(size_t(a.W));
+  std::vector<float> lum(size_t(3 * a.W));
+  std::vector<int32_t> levels(size_t(a.W));
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 16) \
+    firstprivate(z, rowbuf, sums, lum, levels)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t y = r % a.H, c = (r / a.H) % a.C, b = r / (a.H * a.C);
     const int64_t h = a.sizes[2 * b], w = a.sizes[2 * b + 1];
-    const int32_t* guide_b = guide.data();
-    auto guided = [&](const double* row, int64_t index, double u) {
-      int64_t k = guide_b[size_t(index * G + int(u * G))];
-      while (k < a.length - 1 && row[k] <= u) ++k;
-      return k;
-    };
-    if (a.kind[b] == 1 && y < h) {  // Gaussian row: the normals in one vectorised pass
-      z.resize(size_t(w));
+    T* out_row = rowbuf.data();
+    std::fill(out_row, out_row + a.W, T(0));
+    uint8_t* pass = a.pass ? a.pass + ((b * a.C + c) * a.H + y) * a.W : nullptr;
+    if (pass) std::fill(pass, pass + a.W, uint8_t(0));
+    if (y < h) {
+      T* s = sums.data();
+      load_row_op<T, false>(a.x, b, c, y, w, s);  // s = x, then x + noise
       const int64_t c_src = a.gray[b] ? 0 : c;
-      normal_row(key_g, uint64_t(((b * a.C + c_src) * a.H + y) * a.W), w, z.data());
-      const T sigma = T(a.sigma[b]);
-      for (int64_t x = 0; x < a.W; ++x) {
-        const bool inside = x < w;
-        const T s = inside ? load_as<T>(a.x.data, offset(a.x, b, c, y, x), a.x.dtype) +
-                                 mul_rn(T(float(z[size_t(x)])), sigma)
-                           : T(0);
-        noise_store<T>(a, b, c, y, x, s, inside);
+      const uint64_t e0 = uint64_t(((b * a.C + c_src) * a.H + y) * a.W);
+      if (a.kind[b] == 1) {  // the normals in one vectorised pass
+        normal_row(key_g, e0, w, z.data());
+        const T sigma = T(a.sigma[b]);
+        for (int64_t x = 0; x < w; ++x) s[x] = s[x] + mul_rn(T(float(z[size_t(x)])), sigma);
+      } else if (a.kind[b] == 2) {
+        level_row(a, b, c, y, w, lum.data(), levels.data());
+        uniform_row(key_p, e0, w, z.data());
+        const T vals = T(a.vals[b]), scale = T(a.scale[b]);
+        const int64_t table = a.table_of_sample[b] * 256;
+        for (int64_t x = 0; x < w; ++x) {
+          const int level = levels[size_t(x)];
+          const double u = z[size_t(x)];
+          const double* cdf = a.cdf + (table + level) * a.length;
+          int64_t k = guide[size_t((table + level) * G + int(u * G))];
+          while (k < a.length - 1 && cdf[k] <= u) ++k;
+          s[x] = s[x] + mul_rn(T(float(k)) / vals - T(level) / T(255), scale);
+        }
       }
-      continue;
+      for (int64_t x = 0; x < w; ++x) {
+        out_row[x] = s[x] < T(0) ? T(0) : (s[x] > T(1) ? T(1) : s[x]);
+        if (pass) pass[x] = (s[x] >= T(0) && s[x] <= T(1)) ? 1 : 0;
+      }
     }
-    for (int64_t x = 0; x < a.W; ++x) {
-      const bool inside = y < h && x < w;
-      const T s = inside ? noise_sum<T>(a, key_g, key_p, b, c, y, x, guided) : T(0);
-      noise_store<T>(a, b, c, y, x, s, inside);
-    }
+    store_row(a.out, b, c, y, a.W, out_row, T(1), false);
   }
 }
 
