@@ -13,7 +13,6 @@ Run: ``python -m pytest benchmarks/bench_degrade_ops.py``; ratios are printed at
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_degrade import photos
+from benchmarks.bench_degrade import median_ms, photos
 
 from ebir_fast.degrade.kernels import anisotropic_kernels
 from ebir_fast.ops import add_noise, available_backends, filter2d, jpeg_roundtrip
@@ -32,16 +31,6 @@ B = 8
 
 if available_backends("cpu")["cpu"] != "available":
     pytest.skip(available_backends("cpu")["cpu"], allow_module_level=True)
-
-
-def _median_ms(run, repeats: int = 5) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1e3)
-    return sorted(times)[len(times) // 2]
 
 
 def _kernels(kind: str) -> torch.Tensor:  # [B, 21, 21] float32
@@ -78,9 +67,9 @@ def test_filter2d(report, images, kind):
     k = _kernels(kind)
     sizes = torch.tensor([[512, 512]] * B)
     times = {
-        "cpu": _median_ms(lambda: filter2d(images, k, sizes, backend="cpu")),
-        "reference": _median_ms(lambda: filter2d(images, k, sizes, backend="reference")),
-        "per-image conv2d": _median_ms(lambda: _per_image_filter(images, k)),
+        "cpu": median_ms(lambda: filter2d(images, k, sizes, backend="cpu")),
+        "reference": median_ms(lambda: filter2d(images, k, sizes, backend="reference")),
+        "per-image conv2d": median_ms(lambda: _per_image_filter(images, k)),
     }
     xg = images.clone().requires_grad_()
 
@@ -91,8 +80,8 @@ def test_filter2d(report, images, kind):
 
         return run
 
-    times["cpu fwd+bwd"] = _median_ms(fwd_bwd("cpu"), 3)
-    times["reference fwd+bwd"] = _median_ms(fwd_bwd("reference"), 3)
+    times["cpu fwd+bwd"] = median_ms(fwd_bwd("cpu"), 3)
+    times["reference fwd+bwd"] = median_ms(fwd_bwd("reference"), 3)
     report.record(SECTION, f"filter2d {kind}", times)
     ours, ref, loop = times["cpu"], times["reference"], times["per-image conv2d"]
     ours_b, ref_b = times["cpu fwd+bwd"], times["reference fwd+bwd"]
@@ -107,9 +96,9 @@ def test_filter2d(report, images, kind):
 def test_jpeg(report, images):
     q = torch.linspace(30, 95, B)
     times = {
-        "cpu": _median_ms(lambda: jpeg_roundtrip(images, q, backend="cpu")),
-        "reference": _median_ms(lambda: jpeg_roundtrip(images, q, backend="reference")),
-        "per-image reference": _median_ms(
+        "cpu": median_ms(lambda: jpeg_roundtrip(images, q, backend="cpu")),
+        "reference": median_ms(lambda: jpeg_roundtrip(images, q, backend="reference")),
+        "per-image reference": median_ms(
             lambda: [
                 jpeg_roundtrip(images[i : i + 1], q[i : i + 1], backend="reference")
                 for i in range(B)
@@ -148,9 +137,9 @@ def test_add_noise(report, images, kind):
         return lambda: add_noise(images, None, kinds, sigma, gray, scale, 3, backend=backend)
 
     times = {
-        "cpu": _median_ms(ours("cpu")),
-        "reference": _median_ms(ours("reference"), 1),
-        "per-image torch": _median_ms(lambda: _per_image_noise(images, kind), 3),
+        "cpu": median_ms(ours("cpu")),
+        "reference": median_ms(ours("reference"), 1),
+        "per-image torch": median_ms(lambda: _per_image_noise(images, kind), 3),
     }
     name = "gaussian" if kind == 1 else "poisson"
     report.record(SECTION, f"add_noise {name}", times)
