@@ -8,6 +8,8 @@ size >= 1 is accepted.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -319,9 +321,17 @@ def poisson_cdf_tables(
     """Poisson CDFs for the rates ``level * scale`` of every 8-bit level.
 
     Rows run to ``k = rate + 12 sqrt(rate) + 12`` (the tail beyond holds < 1e-20 of the mass), and
-    their last entry is set to 1 so that inversion always ends.
+    their last entry is set to 1 so that inversion always ends. Tables are cached per set of
+    scales (the degradation's are a power of two over 255, so a handful recur); the returned
+    tensor is shared and must not be modified.
     """
-    rates = torch.arange(256, dtype=torch.float64).view(1, -1) * rate_scale.view(-1, 1).double()
+    return _cdf_tables(tuple(rate_scale.detach().cpu().double().tolist()))
+
+
+@functools.lru_cache(maxsize=64)
+def _cdf_tables(scales: tuple[float, ...]) -> torch.Tensor:  # [T, 256, L] float64
+    rate_scale = torch.tensor(scales, dtype=torch.float64)
+    rates = torch.arange(256, dtype=torch.float64).view(1, -1) * rate_scale.view(-1, 1)
     top = float(rates.max())
     length = int(top + 12.0 * top**0.5 + 12.0) + 1
     k = torch.arange(length, dtype=torch.float64)
