@@ -84,7 +84,7 @@ EBIR_INLINE void mcu_row_impl(const JpegArgs& a, const Dct<T>& d, int64_t b, int
       T* dst = in.data() + (c * 16 + i) * w16;
       load_row_op<T, false>(a.x, b, c, std::min(y0 + i, h - 1), w, dst);
       for (int64_t j = w; j < w16; ++j) dst[j] = dst[w - 1];
-      for (int64_t j = 0; j < w16; ++j) dst[j] *= T(255);
+      for (int64_t j = 0; j < w16; ++j) dst[j] = std::min(std::max(dst[j], T(0)), T(1)) * T(255);
     }
   T ycc[3][16][16], chroma[2][8][8];
   for (int64_t x0 = 0; x0 < w; x0 += 16) {

@@ -175,3 +175,20 @@ def test_close_to_pillow_on_a_photograph(quality):
 def test_errors_name_the_argument(x, quality, sizes, match):
     with pytest.raises((ValueError, TypeError), match=match):
         jpeg_roundtrip(x, quality, sizes)
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "reference"])
+def test_inputs_are_clamped_first(backend):
+    x = _images(2, 16, 24, torch.float64)
+    wild = x.clone()
+    wild[0, :, :4] = 1.7
+    wild[1, :, :, :3] = -0.4
+    clamped = wild.clamp(0, 1)
+    q = torch.tensor([40.0, 80.0])
+    assert torch.equal(
+        jpeg_roundtrip(wild, q, backend=backend), jpeg_roundtrip(clamped, q, backend=backend)
+    )
+    wild.requires_grad_()
+    (grad,) = torch.autograd.grad(jpeg_roundtrip(wild, q, backend=backend).sum(), wild)
+    assert grad[0, :, :4].abs().sum() == 0  # no gradient where the input was clamped
+    assert grad[1, :, :, :3].abs().sum() == 0

@@ -1,6 +1,6 @@
 // The JPEG round trip (encode + decode) of a ragged batch with per-sample quantisation tables: the
 // kernels behind ebir_fast.ops.jpeg_roundtrip. Semantics (ebir_fast/ops/reference.py):
-// per 16x16 MCU, edge-replicate the sample from its extent (h_b, w_b), x255, JFIF RGB -> YCbCr,
+// per 16x16 MCU, clamp to [0, 1], edge-replicate the sample from its extent (h_b, w_b), x255, JFIF RGB -> YCbCr,
 // 2x2-average the chroma, 8x8 orthonormal DCT of (p - 128), divide by the table, round half to
 // even, multiply back, inverse DCT, +128, replicate the chroma, YCbCr -> RGB, clamp to [0, 255],
 // /255, 0 outside the extent. Arithmetic in the accumulation type.

@@ -76,8 +76,11 @@ EBIR_HD void jpeg_mcu(const JpegArgs& a, int64_t b, int64_t y0, int64_t x0) {
     for (int j = 0; j < 16; ++j) {
       const int64_t row = y0 + i < h ? y0 + i : h - 1, col = x0 + j < w ? x0 + j : w - 1;
       T rgb[3];
-      for (int c = 0; c < 3; ++c)
-        rgb[c] = mul_rn(load_as<T>(a.x.data, offset(a.x, b, c, row, col), a.x.dtype), T(255));
+      for (int c = 0; c < 3; ++c) {
+        T v = load_as<T>(a.x.data, offset(a.x, b, c, row, col), a.x.dtype);
+        v = v < T(0) ? T(0) : (v > T(1) ? T(1) : v);  // the encoder's input range
+        rgb[c] = mul_rn(v, T(255));
+      }
       for (int o = 0; o < 3; ++o)
         ycc[o][i][j] = fma_rn(T(to_ycc[o][2]), rgb[2],
                               fma_rn(T(to_ycc[o][1]), rgb[1], mul_rn(T(to_ycc[o][0]), rgb[0])));

@@ -173,8 +173,11 @@ class SecondOrderDegrader(Degrader):
                 sub = stages.jpeg(sub, sub_sizes, p.stage2.quality[idx])
                 sub = resize(sub, sub_sizes, final, p.final_mode[idx])
                 sub = stages.blur(sub, final, p.final_kernel[idx])
-            sub = F.pad(sub, (0, out_w - sub.shape[-1], 0, out_h - sub.shape[-2]))
-            out = out.index_copy(0, idx.to(x.device), sub)
+            if torch.is_grad_enabled() and sub.requires_grad:
+                sub = F.pad(sub, (0, out_w - sub.shape[-1], 0, out_h - sub.shape[-2]))
+                out = out.index_copy(0, idx.to(x.device), sub)
+            else:  # no graph: write the sub-batch into place, without padding or copying `out`
+                out[idx.to(x.device), :, : sub.shape[-2], : sub.shape[-1]] = sub
         x = stages.quantise(out)
         if self.config.resize_back:
             h, w = p.image_size

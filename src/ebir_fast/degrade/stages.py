@@ -120,10 +120,9 @@ def blur(x: torch.Tensor, sizes: torch.Tensor, kernels: torch.Tensor) -> torch.T
 
 @traced("jpeg")
 def jpeg(x: torch.Tensor, sizes: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-    """Per-sample JPEG round trip of ``clamp(x, 0, 1)`` (straight-through rounding)."""
-    return ops.jpeg_roundtrip(
-        x.clamp(0.0, 1.0), quality.to(x.device, torch.float32), sizes.to(x.device)
-    )
+    """Per-sample JPEG round trip of ``clamp(x, 0, 1)`` (the op clamps; straight-through
+    rounding)."""
+    return ops.jpeg_roundtrip(x, quality.to(x.device, torch.float32), sizes.to(x.device))
 
 
 @traced("quantise")

@@ -45,17 +45,19 @@ def _(x, tables, sizes, backend, with_mask):
 
 def _jpeg_setup(ctx, inputs, output):
     x, _, sizes, _, _ = inputs
-    ctx.save_for_backward(output[1], sizes)
+    ctx.save_for_backward(output[1], sizes, x)
     ctx.dtype = x.dtype
     ctx.mark_non_differentiable(output[1])
     ctx.set_materialize_grads(False)
 
 
 def _jpeg_backward(ctx, grad, _grad_mask):
-    mask, sizes = ctx.saved_tensors
+    mask, sizes, x = ctx.saved_tensors
     if grad is None:
         return None, None, None, None, None
-    return _jpeg_vjp(grad, mask, sizes).to(ctx.dtype), None, None, None, None
+    # The input clamp to [0, 1] passes the gradient where 0 <= x <= 1, as torch.clamp does.
+    inside = (x >= 0) & (x <= 1)
+    return (_jpeg_vjp(grad, mask, sizes) * inside).to(ctx.dtype), None, None, None, None
 
 
 _jpeg_fwd_op.register_autograd(_jpeg_backward, setup_context=_jpeg_setup)
@@ -104,8 +106,8 @@ def jpeg_roundtrip(
     """Compress and decompress every sample as a 4:2:0 JPEG of (float) quality ``quality``.
 
     Args:
-        x: RGB images ``[B, 3, H, W]`` in [0, 1] (values outside are clamped by the decoder's
-            0..255 clamp, not before the transform).
+        x: RGB images ``[B, 3, H, W]``; values outside [0, 1] are clamped first (an encoder
+            sees 8-bit range), which also passes no gradient there.
         quality: libjpeg quality per sample, a float in (0, 100].
         sizes: valid ``(h, w)`` per sample, ``[B, 2]``; None: every sample is full-size.
         backend: "auto", "cuda", "cpu" or "reference".

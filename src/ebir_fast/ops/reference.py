@@ -246,10 +246,11 @@ def jpeg_roundtrip_reference(
 ) -> torch.Tensor:  # [B, 3, H, W], dtype of x, zero outside `sizes`
     """JPEG compress-decompress, 4:2:0 chroma: DiffJPEG's semantics with libjpeg's clamped tables.
 
-    Each sample is edge-replicated from its extent to a multiple of 16 (as encoders pad), scaled to
-    0..255, converted to YCbCr, its chroma 2x2-averaged, every 8x8 block transformed by
-    :func:`_block_transform`, the chroma upsampled by replication, converted back and clamped to
-    0..255. Rounding is straight-through, so the gradient is the linear map around it.
+    Each sample is clamped to [0, 1], edge-replicated from its extent to a multiple of 16 (as
+    encoders pad), scaled to 0..255, converted to YCbCr, its chroma 2x2-averaged, every 8x8 block
+    transformed by :func:`_block_transform`, the chroma upsampled by replication, converted back
+    and clamped to 0..255. Rounding is straight-through, so the gradient is the linear map around
+    it.
     """
     h, w = x.shape[-2:]
     acc = accumulation_dtype(x.dtype)
@@ -257,7 +258,7 @@ def jpeg_roundtrip_reference(
     h16, w16 = -(-h // 16) * 16, -(-w // 16) * 16
     rows = torch.minimum(torch.arange(h16, device=x.device).view(1, -1), sizes[:, :1] - 1)
     cols = torch.minimum(torch.arange(w16, device=x.device).view(1, -1), sizes[:, 1:] - 1)
-    rgb = _gather_rows_cols(x.to(acc), rows, cols) * 255.0
+    rgb = _gather_rows_cols(x.to(acc).clamp(0.0, 1.0), rows, cols) * 255.0
     fwd = torch.tensor(RGB_TO_YCBCR, dtype=acc, device=x.device)
     inv = torch.tensor(YCBCR_TO_RGB, dtype=acc, device=x.device)
     ycc = torch.einsum("oc,bchw->bohw", fwd, rgb)
