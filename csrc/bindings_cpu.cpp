@@ -9,6 +9,7 @@
 #include "ebir/jpeg.h"
 #include "ebir/noise.h"
 #include "ebir/poisson.h"
+#include "ebir/quantize.h"
 #include "ebir/resize.h"
 #include "ebir/py_args.h"
 
@@ -237,4 +238,12 @@ PYBIND11_MODULE(_C, m) {
       py::arg("shape"), py::arg("sizes"), py::arg("out_sizes"), py::arg("modes"), py::arg("x"),
       py::arg("out"), py::arg("num_threads"), py::call_guard<py::gil_scoped_release>(),
       "Each sample's extent resized to its own size with its own mode; 0 elsewhere.");
+  m.def(
+      "quantize_8bit",
+      [](const std::array<int64_t, 4>& shape, const ebir::PyView& x, const ebir::PyView& out,
+         int num_threads) {
+        ebir::quantize_8bit_cpu(ebir::to_view(x), ebir::to_view(out), shape.data(), num_threads);
+      },
+      py::arg("shape"), py::arg("x"), py::arg("out"), py::arg("num_threads"),
+      py::call_guard<py::gil_scoped_release>(), "out = round(clamp(x, 0, 1) * 255) / 255.");
 }

@@ -128,10 +128,7 @@ def jpeg(x: torch.Tensor, sizes: torch.Tensor, quality: torch.Tensor) -> torch.T
 @traced("quantise")
 def quantise(x: torch.Tensor) -> torch.Tensor:
     """``round(clamp(x) * 255) / 255`` with a straight-through gradient (identity inside [0, 1])."""
-    x = x.clamp(0.0, 1.0)
-    if not x.requires_grad:  # the common case: three in-place passes instead of six
-        return x.mul_(255.0).round_().div_(255.0)
-    return x + (torch.round(x * 255.0) / 255.0 - x).detach()
+    return ops.quantize_8bit(x)
 
 
 def params_to_dict(params) -> dict:

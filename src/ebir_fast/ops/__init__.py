@@ -16,6 +16,7 @@ from ebir_fast.ops.blur import BlurMSELoss, GaussianBlur, blur_mse, gaussian_blu
 from ebir_fast.ops.filter2d import MAX_FILTER_SIZE, filter2d
 from ebir_fast.ops.jpeg import jpeg_roundtrip
 from ebir_fast.ops.noise import add_noise
+from ebir_fast.ops.quantize import quantize_8bit
 from ebir_fast.ops.reference import jpeg_quality_factor, jpeg_tables
 from ebir_fast.ops.resize import resize_ragged
 
@@ -36,6 +37,7 @@ __all__ = [
     "jpeg_quality_factor",
     "jpeg_roundtrip",
     "jpeg_tables",
+    "quantize_8bit",
     "resize_ragged",
     "resolve_backend",
 ]

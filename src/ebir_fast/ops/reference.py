@@ -579,3 +579,11 @@ def resize_ragged_reference(
         for i, b in enumerate(members):
             pieces[b] = F.pad(dst[i], (0, out_w - ow, 0, out_h - oh))
     return torch.stack(pieces)  # type: ignore[arg-type]
+
+
+def quantize_8bit_reference(x: torch.Tensor) -> torch.Tensor:  # x's shape and dtype
+    """``round(clamp(x, 0, 1) * 255) / 255`` with a straight-through gradient: identity inside
+    [0, 1], zero outside (the clamp's). Computed in float32 (float64 for float64) and rounded once,
+    so half inputs land on the grid as the kernels put them."""
+    v = x.to(accumulation_dtype(x.dtype)).clamp(0.0, 1.0)
+    return (v + (torch.round(v * 255.0) / 255.0 - v).detach()).to(x.dtype)
