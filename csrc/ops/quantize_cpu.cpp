@@ -13,10 +13,16 @@ namespace {
 
 using namespace cpu;
 
+// Adding and removing 2^23 (2^52 for double) rounds a value in [0, 255] to the nearest integer,
+// ties to even, exactly as nearbyint does in the default rounding mode, but in vector registers.
+// The file is compiled without FMA contraction, so the product is rounded before the addition.
 template <class T>
 EBIR_INLINE void quantize_row_impl(T* v, int64_t n) {
-  for (int64_t j = 0; j < n; ++j)
-    v[j] = std::nearbyint(std::min(std::max(v[j], T(0)), T(1)) * T(255)) / T(255);
+  const T magic = sizeof(T) == 4 ? T(8388608.0) : T(4503599627370496.0);
+  for (int64_t j = 0; j < n; ++j) {
+    const T scaled = std::min(std::max(v[j], T(0)), T(1)) * T(255);
+    v[j] = ((scaled + magic) - magic) / T(255);
+  }
 }
 
 EBIR_CLONES void quantize_row(float* v, int64_t n) { quantize_row_impl(v, n); }
