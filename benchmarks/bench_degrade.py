@@ -23,6 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.baselines.per_image_degrade import degrade_batch
 
+from ebir_fast import keep_freed_memory
 from ebir_fast.degrade import create_degrader
 from ebir_fast.ops import available_backends
 from ebir_fast.ops._dispatch import resolve_backend
@@ -135,6 +136,18 @@ def test_degrade_speed(benchmark, report, images, preset):
         report.summary(SECTION, line)
 
 
+def test_degrade_speed_with_memory_kept(report, images):
+    """The same comparison after ebir_fast.keep_freed_memory() (process-wide, so it runs last)."""
+    if not keep_freed_memory():
+        pytest.skip("keep_freed_memory() is not available here (glibc and the compiled core)")
+    report.summary(SECTION, "with ebir_fast.keep_freed_memory() (both sides):")
+    for preset in PRESETS:
+        result = compare(preset, images)
+        report.record(SECTION, f"{preset} keep_freed_memory", result)
+        for line in table(preset, result, BATCH):
+            report.summary(SECTION, line)
+
+
 if __name__ == "__main__":
     from benchmarks.conftest import THREADS, setup_line
 
@@ -144,3 +157,7 @@ if __name__ == "__main__":
     imgs = photos()
     for name in PRESETS:
         print("\n".join(table(name, compare(name, imgs), BATCH)))
+    if keep_freed_memory():
+        print("with ebir_fast.keep_freed_memory() (both sides):")
+        for name in PRESETS:
+            print("\n".join(table(name, compare(name, imgs), BATCH)))

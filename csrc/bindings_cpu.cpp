@@ -4,6 +4,10 @@
 
 #include <string>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "ebir/blur.h"
 #include "ebir/filter2d.h"
 #include "ebir/jpeg.h"
@@ -246,4 +250,19 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("shape"), py::arg("x"), py::arg("out"), py::arg("num_threads"),
       py::call_guard<py::gil_scoped_release>(), "out = round(clamp(x, 0, 1) * 255) / 255.");
+  m.def(
+      "keep_freed_memory",
+      [](int64_t trim_threshold) {
+#if defined(__GLIBC__)
+        // Large blocks come from the heap instead of their own mmap, and the heap keeps up to
+        // trim_threshold bytes of free memory instead of returning it to the system: a new tensor
+        // then reuses pages that are already mapped instead of faulting fresh ones in.
+        return mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, int(trim_threshold)) == 1;
+#else
+        (void)trim_threshold;
+        return false;
+#endif
+      },
+      py::arg("trim_threshold"),
+      "glibc mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, ...); False where unavailable.");
 }

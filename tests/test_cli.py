@@ -16,6 +16,16 @@ from ebir_fast.cli import main
 SIZE = 32
 
 
+@pytest.fixture(autouse=True)
+def memory_calls(monkeypatch):
+    """The CLI turns keep_freed_memory() on for its process; not for the test process."""
+    import ebir_fast.memory
+
+    calls = []
+    monkeypatch.setattr(ebir_fast.memory, "keep_freed_memory", lambda: calls.append(1) or True)
+    return calls
+
+
 @pytest.fixture
 def photos(tmp_path):
     src = tmp_path / "in"
@@ -32,9 +42,10 @@ def _outputs(out):
     return sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
 
 
-def test_degrade_writes_paired_8bit_triplets(photos, tmp_path, capsys):
+def test_degrade_writes_paired_8bit_triplets(photos, tmp_path, capsys, memory_calls):
     out = tmp_path / "out"
     assert main(["degrade", str(photos), str(out), "--size", str(SIZE), "--quiet"]) == 0
+    assert memory_calls == [1]
     names = ["a.png", "gray.png", "sub/b.png"]
     assert _outputs(out) == sorted(f"{k}/{n}" for k in ("elq", "hq", "lq") for n in names)
     for kind in ("hq", "lq", "elq"):

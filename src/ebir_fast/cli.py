@@ -113,6 +113,9 @@ def cmd_degrade(args: argparse.Namespace) -> int:
         )
     out.mkdir(parents=True, exist_ok=True)
     _check_manifest(out / "degrade.json", _settings(args), args.overwrite)
+    from ebir_fast.memory import keep_freed_memory
+
+    keep_freed_memory()  # this process only degrades: reuse image-sized blocks (memory.py)
     device = torch.device(args.device)
     elq_degrader = create_degrader(args.preset)
     lq_degrader = create_degrader(args.lq_preset)
