@@ -29,20 +29,19 @@ void check(const NoiseArgs& a) {
   }
 }
 
-// z[x] = normal_quantile(counter_uniform(key, e0 + x)) for x < n: the central formula over the
-// whole row first (it vectorises), then the tail draws (15%) one by one. Same values as
-// normal_quantile element by element.
+// z[x] = normal_quantile(counter_uniform(key, e0 + x)) for x < n: the uniforms and the central
+// formula over the whole row first (they vectorise; `u` keeps the uniforms), then the tail draws
+// (15%) one by one. Same values as normal_quantile element by element.
 template <class T>
-EBIR_INLINE void normal_row_impl(uint64_t key, uint64_t e0, int64_t n, double* z) {
-  for (int64_t x = 0; x < n; ++x) z[x] = normal_quantile_central(counter_uniform(key, e0 + x) - 0.5);
-  for (int64_t x = 0; x < n; ++x) {
-    const double u = counter_uniform(key, e0 + x);
-    if (!(std::fabs(u - 0.5) <= 0.425)) z[x] = normal_quantile_tail(u);
-  }
+EBIR_INLINE void normal_row_impl(uint64_t key, uint64_t e0, int64_t n, double* u, double* z) {
+  for (int64_t x = 0; x < n; ++x) u[x] = counter_uniform(key, e0 + x);
+  for (int64_t x = 0; x < n; ++x) z[x] = normal_quantile_central(u[x] - 0.5);
+  for (int64_t x = 0; x < n; ++x)
+    if (!(std::fabs(u[x] - 0.5) <= 0.425)) z[x] = normal_quantile_tail(u[x]);
 }
 
-EBIR_CLONES void normal_row(uint64_t key, uint64_t e0, int64_t n, double* z) {
-  normal_row_impl<double>(key, e0, n, z);
+EBIR_CLONES void normal_row(uint64_t key, uint64_t e0, int64_t n, double* u, double* z) {
+  normal_row_impl<double>(key, e0, n, u, z);
 }
 
 EBIR_CLONES void uniform_row(uint64_t key, uint64_t e0, int64_t n, double* u) {
@@ -92,12 +91,12 @@ void apply_impl(const NoiseArgs& a, int threads) {
       guide[size_t(row * G + g)] =
           int32_t(std::upper_bound(cdf, cdf + a.length - 1, double(g) / G) - cdf);
   }
-  std::vector<double> z(size_t(a.W));
+  std::vector<double> z(size_t(a.W)), us(size_t(a.W));
   std::vector<T> rowbuf(size_t(a.W)), sums(size_t(a.W));
   std::vector<float> lum(size_t(3 * a.W));
   std::vector<int32_t> levels(size_t(a.W));
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 16) \
-    firstprivate(z, rowbuf, sums, lum, levels)
+    firstprivate(z, us, rowbuf, sums, lum, levels)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t y = r % a.H, c = (r / a.H) % a.C, b = r / (a.H * a.C);
     const int64_t h = a.sizes[2 * b], w = a.sizes[2 * b + 1];
@@ -111,7 +110,7 @@ void apply_impl(const NoiseArgs& a, int threads) {
       const int64_t c_src = a.gray[b] ? 0 : c;
       const uint64_t e0 = uint64_t(((b * a.C + c_src) * a.H + y) * a.W);
       if (a.kind[b] == 1) {  // the normals in one vectorised pass
-        normal_row(key_g, e0, w, z.data());
+        normal_row(key_g, e0, w, us.data(), z.data());
         const T sigma = T(a.sigma[b]);
         for (int64_t x = 0; x < w; ++x) s[x] = s[x] + mul_rn(T(float(z[size_t(x)])), sigma);
       } else if (a.kind[b] == 2) {
@@ -157,9 +156,13 @@ void noise_level_histogram_cpu(const NoiseArgs& a, int64_t* hist, int num_thread
     if (a.kind[b] != 2) continue;
     const int64_t h = a.sizes[2 * b], w = a.sizes[2 * b + 1];
     const int64_t channels = a.gray[b] ? 1 : a.C;
+    std::vector<float> buf(size_t(3 * w));
+    std::vector<int32_t> levels(static_cast<size_t>(w));
     for (int64_t c = 0; c < channels; ++c)
-      for (int64_t y = 0; y < h; ++y)
-        for (int64_t x = 0; x < w; ++x) ++hist[b * 256 + noise_level(a, b, c, y, x)];
+      for (int64_t y = 0; y < h; ++y) {
+        level_row(a, b, c, y, w, buf.data(), levels.data());
+        for (int64_t x = 0; x < w; ++x) ++hist[b * 256 + levels[size_t(x)]];
+      }
   }
 }
 
