@@ -66,14 +66,55 @@ inline int64_t window_end(int64_t o, int64_t out, int64_t in) {
   return ((o + 1) * in + out - 1) / out;
 }
 
+// Column taps of one sample in structure-of-arrays form: tap k of output column o reads
+// index[k * ow + o] with weight weight[k * ow + o], so the horizontal pass is n contiguous loops
+// that compile to vector gathers.
+template <class T>
+struct ColumnTaps {
+  int n = 0;
+  std::vector<int32_t> index;
+  std::vector<T> weight;
+};
+
+// out[o] = sum_k weight[k][o] * src[index[k][o]], taps in order k = 0, 1, ...
+template <class T>
+EBIR_INLINE void gather_row_impl(const T* src, const int32_t* index, const T* weight, int n,
+                                 int64_t ow, T* out) {
+  for (int64_t o = 0; o < ow; ++o) out[o] = weight[o] * src[index[o]];
+  for (int k = 1; k < n; ++k) {
+    const int32_t* ik = index + k * ow;
+    const T* wk = weight + k * ow;
+    for (int64_t o = 0; o < ow; ++o) out[o] += wk[o] * src[ik[o]];
+  }
+}
+
+EBIR_CLONES void gather_row(const float* src, const int32_t* index, const float* weight, int n,
+                            int64_t ow, float* out) {
+  gather_row_impl(src, index, weight, n, ow, out);
+}
+EBIR_CLONES void gather_row(const double* src, const int32_t* index, const double* weight, int n,
+                            int64_t ow, double* out) {
+  gather_row_impl(src, index, weight, n, ow, out);
+}
+
 template <class T>
 void impl(const ResizeArgs& a, int threads) {
-  // Column taps per sample (interpolating modes) or column windows (area).
-  std::vector<std::vector<Taps<T>>> col_taps(a.B);
+  // Column taps per sample (interpolating modes; area uses its windows directly).
+  std::vector<ColumnTaps<T>> col_taps(a.B);
   for (int64_t b = 0; b < a.B; ++b) {
     const int64_t w = a.sizes[2 * b + 1], ow = a.out_sizes[2 * b + 1];
-    if (a.modes[b] != 0)
-      for (int64_t o = 0; o < ow; ++o) col_taps[b].push_back(taps_of<T>(int(a.modes[b]), o, w, ow));
+    if (a.modes[b] == 0) continue;
+    ColumnTaps<T>& ct = col_taps[b];
+    ct.n = a.modes[b] == 1 ? 2 : 4;
+    ct.index.resize(size_t(ct.n * ow));
+    ct.weight.resize(size_t(ct.n * ow));
+    for (int64_t o = 0; o < ow; ++o) {
+      const Taps<T> t = taps_of<T>(int(a.modes[b]), o, w, ow);
+      for (int k = 0; k < ct.n; ++k) {
+        ct.index[size_t(k * ow + o)] = int32_t(t.index[k]);
+        ct.weight[size_t(k * ow + o)] = t.weight[k];
+      }
+    }
   }
   const int64_t tasks = a.B * a.C * a.OH;
 #pragma omp parallel num_threads(threads)
@@ -108,12 +149,8 @@ void impl(const ResizeArgs& a, int threads) {
             const T wk = ty.weight[k];
             for (int64_t x = 0; x < w; ++x) rows_buf[size_t(x)] += wk * line[size_t(x)];
           }
-          for (int64_t ox = 0; ox < ow; ++ox) {
-            const Taps<T>& tx = col_taps[b][size_t(ox)];
-            T sum = T(0);
-            for (int k = 0; k < tx.n; ++k) sum += tx.weight[k] * rows_buf[size_t(tx.index[k])];
-            out_row[size_t(ox)] = sum;
-          }
+          const ColumnTaps<T>& ct = col_taps[b];
+          gather_row(rows_buf.data(), ct.index.data(), ct.weight.data(), ct.n, ow, out_row.data());
         }
       }
       store_row(a.out, b, c, oy, a.OW, out_row.data(), T(1), false);
