@@ -34,6 +34,10 @@ def photos(tmp_path):
     Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(src / "a.png")
     Image.fromarray(rng.integers(0, 256, (50, 64, 3), dtype=np.uint8)).save(src / "sub" / "b.jpg")
     Image.fromarray(rng.integers(0, 256, (20, 24), dtype=np.uint8)).save(src / "gray.png")
+    rgba = rng.integers(0, 256, (36, 33, 4), dtype=np.uint8)
+    Image.fromarray(rgba, mode="RGBA").save(src / "rgba.png")
+    deep = rng.integers(0, 65536, (30, 45), dtype=np.uint16)
+    Image.fromarray(deep).save(src / "deep.png")  # 16-bit grayscale
     (src / "broken.png").write_bytes(b"not an image")
     return src
 
@@ -46,16 +50,17 @@ def test_degrade_writes_paired_8bit_triplets(photos, tmp_path, capsys, memory_ca
     out = tmp_path / "out"
     assert main(["degrade", str(photos), str(out), "--size", str(SIZE), "--quiet"]) == 0
     assert memory_calls == [1]
-    names = ["a.png", "gray.png", "sub/b.png"]
+    names = ["a.png", "deep.png", "gray.png", "rgba.png", "sub/b.png"]
     assert _outputs(out) == sorted(f"{k}/{n}" for k in ("elq", "hq", "lq") for n in names)
     for kind in ("hq", "lq", "elq"):
-        with Image.open(out / kind / "sub" / "b.png") as img:
-            assert img.mode == "RGB"
-            assert img.size == (SIZE, SIZE)
+        for name in names:
+            with Image.open(out / kind / name) as img:
+                assert (img.format, img.mode, img.size) == ("PNG", "RGB", (SIZE, SIZE))
     text = capsys.readouterr()
-    assert "3 written, 0 skipped (already done), 1 unreadable" in text.out
-    assert "warning: skipping" in text.err + text.out
-    assert "broken.png" in text.err + text.out
+    assert "5 written, 0 skipped (already done), 1 unreadable" in text.out
+    assert "warning: skipping" in text.err
+    assert "broken.png" in text.err
+    assert not (out / "prompts.jsonl").exists()  # only the param preset writes prompts
     manifest = json.loads((out / "degrade.json").read_text())
     assert manifest["preset"] == "elq"
     assert manifest["size"] == SIZE
@@ -73,7 +78,7 @@ def test_degrade_is_deterministic_and_resumes(photos, tmp_path, capsys):
     before = {rel: os.stat(a / rel).st_mtime_ns for rel in _outputs(a)}
     capsys.readouterr()
     assert main(["degrade", str(photos), str(a), *args]) == 0
-    assert "1 written, 2 skipped (already done), 1 unreadable" in capsys.readouterr().out
+    assert "1 written, 4 skipped (already done), 1 unreadable" in capsys.readouterr().out
     after = {rel: os.stat(a / rel).st_mtime_ns for rel in _outputs(a)}
     assert (a / "elq" / "gray.png").read_bytes() == (b / "elq" / "gray.png").read_bytes()
     assert after["hq/a.png"] == before["hq/a.png"]
@@ -96,6 +101,14 @@ def test_param_preset_writes_prompts(photos, tmp_path):
     )
     prompt = (out / "prompts" / "a.txt").read_text().strip()
     assert prompt.endswith(";") or prompt == "Remove all degradation"
+    index = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]
+    assert [e["name"] for e in index] == ["a", "deep", "gray", "rgba", "sub/b"]
+    for entry in index:
+        assert entry["prompt"] == (out / "prompts" / f"{entry['name']}.txt").read_text().strip()
+    # A resumed run rebuilds the index complete, not from the files it redid.
+    (out / "elq" / "gray.png").unlink()
+    assert main(["degrade", str(photos), str(out), "--preset", "param", "--size", "32"]) == 0
+    assert (out / "prompts.jsonl").read_text().splitlines() == [json.dumps(e) for e in index]
 
 
 def test_a_crash_leaves_no_partial_file(photos, tmp_path, monkeypatch):
@@ -128,6 +141,15 @@ def test_settings_mismatch_and_bad_arguments(photos, tmp_path, capsys):
     assert "size: 32 there, 16 now" in capsys.readouterr().err
     assert main(["degrade", str(photos), str(out), "--size", "16", "--quiet", "--overwrite"]) == 0
     assert main(["degrade", str(tmp_path / "missing"), str(out)]) == 2
+    assert "input: expected a folder" in capsys.readouterr().err
+    # The preset's parameters are part of the settings (e.g. changed by a package upgrade).
+    manifest = json.loads((out / "degrade.json").read_text())
+    manifest["config"]["scale_range"] = [1.0, 2.0]
+    (out / "degrade.json").write_text(json.dumps(manifest))
+    assert main(["degrade", str(photos), str(out), "--size", "16", "--quiet"]) == 2
+    assert "config: preset parameters differ" in capsys.readouterr().err
+    assert main(["degrade", str(photos), str(out), "--device", "nonsense"]) == 2
+    assert "--device" in capsys.readouterr().err
     for bad in (["--size", "0"], ["--preset", "nope"]):
         with pytest.raises(SystemExit) as exc:
             main(["degrade", str(photos), str(out), *bad])

@@ -68,3 +68,37 @@ def test_list_images_and_errors(tmp_path):
         list_images(tmp_path / "missing")
     with pytest.raises(ValueError, match=r"image: expected a \[3, H, W\]"):
         to_uint8(torch.zeros(4, 2, 2))
+
+
+def test_exif_orientation_and_deep_colour(tmp_path):
+    # A 2 x 3 landscape stored with orientation 6 ("rotate 90 CW to display") reads as 3 x 2.
+    pixels = np.zeros((2, 3, 3), np.uint8)
+    pixels[0, 0] = (255, 0, 0)  # top left as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "rot.png", exif=exif)
+    x = read_image(tmp_path / "rot.png")
+    assert x.shape == (3, 3, 2)
+    assert torch.equal(x[:, 0, 1], torch.tensor([1.0, 0.0, 0.0]))  # now top right
+    assert float(x.sum()) == 1.0
+
+    # A 48-bit RGB PNG (written by hand: Pillow does not write them) decodes to its top 8 bits.
+    import struct
+    import zlib
+
+    deep = (np.arange(18).reshape(2, 3, 3) * 3000).astype(np.uint16)
+    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in deep)
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        body = tag + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 3, 2, 16, 2, 0, 0, 0)
+    (tmp_path / "deep.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+    d = read_image(tmp_path / "deep.png")
+    assert torch.equal(d, torch.from_numpy((deep >> 8).astype(np.float32) / 255).permute(2, 0, 1))

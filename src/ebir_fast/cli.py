@@ -2,6 +2,11 @@
 
 Each command is one function taking the parsed arguments and returning the exit code; ``main``
 parses and dispatches, so more commands are one parser and one function each.
+
+``degrade`` runs the degraders one file per call: the pipelines draw one noise-field seed per
+batch (``NoiseParams.seed``), so params sampled per file cannot be concatenated into a batch
+without making a file's noise depend on its batch; per-file calls keep every output a function of
+(seed, relative path, settings) only.
 """
 
 from __future__ import annotations
@@ -68,7 +73,9 @@ def _settings(args: argparse.Namespace) -> dict:
     }
 
 
-_COMPARED = ("preset", "lq_preset", "seed", "size", "crop")
+#: Settings that must match the manifest to resume (the configs too: a package upgrade that
+#: changes a preset's ranges would otherwise mix two distributions in one folder).
+_COMPARED = ("preset", "lq_preset", "seed", "size", "crop", "config", "lq_config")
 
 
 def _check_manifest(path: Path, settings: dict, overwrite: bool) -> None:
@@ -79,9 +86,15 @@ def _check_manifest(path: Path, settings: dict, overwrite: bool) -> None:
             old = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot read {path} ({exc}); use --overwrite") from exc
-        diff = {k: (old.get(k), settings[k]) for k in _COMPARED if old.get(k) != settings[k]}
+        new = json.loads(json.dumps(settings, default=str))  # compare as stored (lists, str)
+        diff = {k: (old.get(k), new[k]) for k in _COMPARED if old.get(k) != new[k]}
         if diff:
-            text = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+            text = ", ".join(
+                f"{k}: {a!r} there, {b!r} now"
+                if k not in ("config", "lq_config")
+                else f"{k}: preset parameters differ"
+                for k, (a, b) in diff.items()
+            )
             raise UsageError(
                 f"{path.parent} was made with other settings ({text}); "
                 f"use another output folder or --overwrite"
@@ -132,7 +145,7 @@ def cmd_degrade(args: argparse.Namespace) -> int:
             image = read_image(path)
         except Exception as exc:  # any decoder failure: report, count, go on
             unreadable += 1
-            bar.write(f"warning: skipping {path}: {type(exc).__name__}: {exc}")
+            bar.write(f"warning: skipping {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
             continue
         hq = hq_crop(image, args.size, args.crop, _stream_seed(args.seed, name, "crop"))
         batch = hq.unsqueeze(0).to(device)
@@ -150,8 +163,28 @@ def cmd_degrade(args: argparse.Namespace) -> int:
             atomic_write(prompt_path, lambda f, text=text: f.write(text))
         write_png(targets["elq"], elq[0].cpu())  # last: its presence marks the triplet done
         written += 1
+    if args.preset == "param":
+        _write_prompt_index(out, names)
     print(f"{written} written, {skipped} skipped (already done), {unreadable} unreadable")
     return 1 if written + skipped == 0 else 0
+
+
+def _write_prompt_index(out: Path, names: list[str]) -> None:
+    """``prompts.jsonl``: one ``{"name", "prompt"}`` line per finished file, in name order.
+
+    Rebuilt from the per-file ``prompts/<name>.txt`` (each written atomically with its triplet)
+    at the end of every run, so it is complete after a resume and never half-written.
+    """
+    from ebir_fast.io import atomic_write
+
+    lines = []
+    for name in names:
+        path = out / "prompts" / f"{name}.txt"
+        if path.exists() and (out / "elq" / f"{name}.png").exists():
+            prompt = path.read_text().rstrip("\n")
+            lines.append(json.dumps({"name": name, "prompt": prompt}) + "\n")
+    data = "".join(lines).encode()
+    atomic_write(out / "prompts.jsonl", lambda f: f.write(data))
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -190,7 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
             "For every image under INPUT_DIR: an HQ crop (short side resized to --size, then a "
             "crop), its LQ version (--lq-preset) and its extremely degraded version (--preset), "
             "as 8-bit PNGs OUTPUT_DIR/{hq,lq,elq}/<relative name>.png; with --preset param the "
-            "restoration prompt goes to OUTPUT_DIR/prompts/<name>.txt. Each file's randomness "
+            "restoration prompt goes to OUTPUT_DIR/prompts/<name>.txt and all of them to "
+            "OUTPUT_DIR/prompts.jsonl. Images smaller than --size are upscaled. Grayscale "
+            "becomes RGB, transparency is composited on white, EXIF orientation is applied. "
+            "Settings are recorded in OUTPUT_DIR/degrade.json; resuming with other settings is "
+            "refused unless --overwrite. Exit code 0 when at least one file is written or "
+            "already done, 1 when none could be, 2 for bad arguments. Each file's randomness "
             "comes from (--seed, its relative path), so runs are reproducible in any order. "
             "Finished files are skipped, so an interrupted run resumes; unreadable files are "
             "reported and counted; every file is written to a temporary name and renamed."
@@ -217,9 +255,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ebir-fast`` and ``python -m ebir_fast``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "device", "cpu").startswith("cuda") and not torch.cuda.is_available():
-        print(f"ebir-fast: --device {args.device}: CUDA is not available here", file=sys.stderr)
-        return 2
+    if hasattr(args, "device"):
+        try:
+            device = torch.device(args.device)
+        except (RuntimeError, ValueError) as exc:
+            print(
+                f"ebir-fast: --device: expected cpu, cuda or cuda:N, got {args.device!r} ({exc})",
+                file=sys.stderr,
+            )
+            return 2
+        if device.type not in ("cpu", "cuda"):
+            print(
+                f"ebir-fast: --device: expected cpu, cuda or cuda:N, got {args.device!r}",
+                file=sys.stderr,
+            )
+            return 2
+        if device.type == "cuda" and not torch.cuda.is_available():
+            print(f"ebir-fast: --device {args.device}: CUDA is not available here", file=sys.stderr)
+            return 2
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         try:

@@ -22,7 +22,9 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:  # [3, H, W] float32 in
 
     EXIF orientation is applied; grayscale is repeated to three channels; an alpha channel is
     composited onto white (transparent regions of photos and graphics are usually meant as
-    background); 16-bit images keep their precision.
+    background); 16-bit grayscale keeps its precision, while 16-bit colour PNGs arrive as 8-bit
+    (Pillow decodes 48/64-bit PNGs to 8 bits per channel). Any decoder failure propagates
+    (``OSError``, ``PIL.UnidentifiedImageError``, ...), so callers can skip the file.
     """
     from PIL import Image, ImageOps
 
