@@ -60,6 +60,12 @@ def test_swin_l_shapes():
     assert shapes["fc.weight"] == (1, 768)
 
 
+def _layer_norm(x: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
+    mean = x.mean(-1, keepdim=True)
+    var = x.var(-1, unbiased=False, keepdim=True)
+    return (x - mean) / torch.sqrt(var + 1e-12) * norm.weight + norm.bias  # BERT: eps 1e-12
+
+
 def _naive_logits(model: RamTaggingModel, images: torch.Tensor) -> torch.Tensor:
     """BERT's cross-attention layers written out (explicit softmax, the all-ones mask adds 0)."""
     cfg = model.config
@@ -73,13 +79,10 @@ def _naive_logits(model: RamTaggingModel, images: torch.Tensor) -> torch.Tensor:
         v = att.self.value(image).unflatten(-1, (heads, d)).transpose(1, 2)
         probs = (q @ k.transpose(-1, -2) / math.sqrt(d)).softmax(-1)
         ctx = (probs @ v).transpose(1, 2).flatten(2)
-        dense = att.output.dense(ctx) + h
-        a = F.layer_norm(dense, (cfg.hidden_size,), att.output.LayerNorm.weight,
-                         att.output.LayerNorm.bias, eps=1e-12)  # fmt: skip
-        ff = layer.output.dense(0.5 * layer.intermediate.dense(a) *
-                                (1 + torch.erf(layer.intermediate.dense(a) / math.sqrt(2))))  # fmt: skip
-        h = F.layer_norm(ff + a, (cfg.hidden_size,), layer.output.LayerNorm.weight,
-                         layer.output.LayerNorm.bias, eps=1e-12)  # fmt: skip
+        a = _layer_norm(att.output.dense(ctx) + h, att.output.LayerNorm)
+        mid = layer.intermediate.dense(a)
+        gelu = 0.5 * mid * (1 + torch.erf(mid / math.sqrt(2)))  # BERT's "gelu": exact
+        h = _layer_norm(layer.output.dense(gelu) + a, layer.output.LayerNorm)
     return model.fc(h)[..., 0]
 
 

@@ -214,7 +214,8 @@ def test_dape_tagger_low_precision(dtype):
     assert tagger.dtype == dtype
     assert tagger.model.class_threshold.dtype == torch.float32
     logits = tagger.logits(torch.rand(2, 3, 32, 32))
-    assert logits.dtype == torch.float32 and logits.shape == reference.shape
+    assert logits.dtype == torch.float32
+    assert logits.shape == reference.shape
     assert torch.isfinite(logits).all()
     assert len(tagger(torch.rand(2, 3, 32, 32))) == 2
 
@@ -234,7 +235,8 @@ def test_fixed_and_null_taggers():
     images = torch.rand(3, 3, 8, 8)
     assert FixedPromptTagger("a red car")(images) == ["a red car"] * 3
     assert NullTagger()(images) == ["", "", ""]
-    assert isinstance(NullTagger(), Tagger) and isinstance(FixedPromptTagger("x"), Tagger)
+    assert isinstance(NullTagger(), Tagger)
+    assert isinstance(FixedPromptTagger("x"), Tagger)
     with pytest.raises(TypeError, match="prompt: expected a str, got int"):
         FixedPromptTagger(3)
 
