@@ -95,7 +95,7 @@ def test_head_matches_written_out_bert():
         )
 
 
-@pytest.mark.parametrize("layout", ["model", "flat", "vision_multi"])
+@pytest.mark.parametrize("layout", ["model", "flat", "vision_multi", "legacy_format"])
 def test_synthetic_checkpoint_loads_strictly_and_reproduces(tmp_path, layout):
     source = tiny_model(seed=4)
     ckpt = ram_checkpoint(source)
@@ -105,7 +105,8 @@ def test_synthetic_checkpoint_loads_strictly_and_reproduces(tmp_path, layout):
         state = ckpt["model"]
         for key in [k for k in state if k.startswith("tagging_head.")]:
             state["vision_multi." + key[len("tagging_head.") :]] = state.pop(key)
-    torch.save(ckpt, tmp_path / "ram.pth")
+    # Files written by torch < 1.6 (not zip-based) cannot be memory-mapped: the loader falls back.
+    torch.save(ckpt, tmp_path / "ram.pth", _use_new_zipfile_serialization=layout != "legacy_format")
     tag_list, thresholds = write_tag_files(tmp_path)
     model = load_ram(tmp_path / "ram.pth", tag_list, thresholds, TINY_RAM)
     assert model.tag_list == TAGS
