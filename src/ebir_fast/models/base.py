@@ -3,8 +3,9 @@
 Loaded from a local diffusers folder (``tokenizer/``, ``text_encoder/``, ``unet/``, ``vae/``,
 ``scheduler/``) or a Hugging Face hub id. Stability removed
 ``stabilityai/stable-diffusion-2-1-base`` from the hub; mirrors exist (e.g.
-``Manojb/stable-diffusion-2-1-base``). The 768 px v-prediction ``stable-diffusion-2-1`` is a different model that OSEDiff was not trained on (its
-one-step output is blurry): it is detected and refused.
+``Manojb/stable-diffusion-2-1-base``). The 768 px v-prediction ``stable-diffusion-2-1`` is a
+different model that OSEDiff was not trained on (its one-step output is blurry): it is detected
+and refused.
 """
 
 from __future__ import annotations
