@@ -14,3 +14,10 @@ if not torch.cuda.is_available():
 # The tests measure numerics, not speed: keep the thread count of the machine they run on fixed so
 # a failure reproduces (2 is what CI has).
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# No test may reach the Hugging Face hub: the machines are offline, and a test that "works" only
+# online would not be a test here.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from tests.sd_fixtures import stage_files, tiny_base_dir  # noqa: E402, F401 (session fixtures)

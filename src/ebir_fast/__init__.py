@@ -6,8 +6,9 @@ loaded when first used; a missing piece is reported then, with the reason.
 
 from ebir_fast import ops
 from ebir_fast._ext import build_info
+from ebir_fast.api import load_pipeline, restore
 from ebir_fast.memory import keep_freed_memory
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "build_info", "keep_freed_memory", "ops"]
+__all__ = ["__version__", "build_info", "keep_freed_memory", "load_pipeline", "ops", "restore"]

@@ -34,10 +34,12 @@ class Tiling:
     latent_overlap: int = 32
 
     def __post_init__(self) -> None:
-        for name in ("encoder", "decoder", "latent"):
+        if not isinstance(self.encoder, int) or self.encoder < 16 or self.encoder % 8:
+            raise ValueError(f"tile.encoder: expected a multiple of 8 >= 16, got {self.encoder!r}")
+        for name in ("decoder", "latent"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 8 or value % 8:
-                raise ValueError(f"tile.{name}: expected a multiple of 8 >= 8, got {value!r}")
+            if not isinstance(value, int) or value < 4:
+                raise ValueError(f"tile.{name}: expected an int >= 4, got {value!r}")
         if not 0 <= self.latent_overlap < self.latent:
             raise ValueError(
                 f"tile.latent_overlap: expected 0 <= overlap < latent ({self.latent}), got "
