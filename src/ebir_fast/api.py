@@ -70,8 +70,12 @@ def _build(path, device, dtype, merge):
     spec = manifest.tagger
     if spec["kind"] == "dape":
         tagger = DapeTagger.from_files(
-            spec["ram"], spec["tag_list"], spec["thresholds"], spec.get("dape"),
-            device=device, dtype=dtype,
+            spec["ram"],
+            spec["tag_list"],
+            spec["thresholds"],
+            spec.get("dape"),
+            device=device,
+            dtype=dtype,
         )
     elif spec["kind"] == "fixed":
         tagger = FixedPromptTagger(spec["prompt"])

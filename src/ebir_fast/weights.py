@@ -32,7 +32,7 @@ SOURCES = {
     "restorer": "OSEDiff's released checkpoint `preset/models/osediff.pkl` from "
     "https://github.com/cswry/OSEDiff",
     "projector": "the EBIR projector f: the paper released no weights; train it (our training "
-    "module) or set \"projector\": null to run OSEDiff alone",
+    'module) or set "projector": null to run OSEDiff alone',
     "ram": "`ram_swin_large_14m.pth` from https://huggingface.co/xinyu1205/recognize_anything_model",
     "tag_list": "`ram_tag_list.txt` from https://github.com/xinyu1205/recognize-anything "
     "(ram/data/)",
@@ -73,7 +73,9 @@ class Manifest:
         """Raise :class:`WeightsNotFoundError` listing every missing file and its source."""
         missing = [(role, p) for role, p in self.files().items() if not p.exists()]
         if missing:
-            lines = "\n".join(f"  - {role}: {p}\n      get it: {SOURCES[role]}" for role, p in missing)
+            lines = "\n".join(
+                f"  - {role}: {p}\n      get it: {SOURCES[role]}" for role, p in missing
+            )
             raise WeightsNotFoundError(
                 f"weights: {self.path} names files that do not exist:\n{lines}"
             )
@@ -99,8 +101,12 @@ def find_manifest(weights: str | os.PathLike | None = None) -> Path:
     manifest = path / MANIFEST if path.is_dir() or path.suffix != ".json" else path
     if not manifest.is_file():
         example = json.dumps(
-            {"base": "sd21-base", "restorer": "osediff.pkl", "projector": None,
-             "tagger": {"kind": "null"}}
+            {
+                "base": "sd21-base",
+                "restorer": "osediff.pkl",
+                "projector": None,
+                "tagger": {"kind": "null"},
+            }
         )
         raise WeightsNotFoundError(
             f"weights: no manifest at {manifest} ({origin}). Put the weights in one folder with "

@@ -259,10 +259,10 @@ class OneStepStage(nn.Module):
                 f"prompts: expected {z.shape[0]} prompt strings (one per image), got {prompts!r}"
             )
         embeds = self.text(list(prompts))
-        if tiling is None:
+        h, w = z.shape[-2:]
+        if tiling is None or (h <= tiling.latent and w <= tiling.latent):
             eps = self.eps(z, embeds)
-            out = self.decode(self.x0(z, eps))
-        else:
+        else:  # per image, so that each tile is conditioned on its own image's prompt
             eps = torch.cat(
                 [
                     tiled_map(
@@ -274,7 +274,11 @@ class OneStepStage(nn.Module):
                     for i in range(z.shape[0])
                 ]
             )
-            out = tiled_map(self.decode, self.x0(z, eps), tiling.decoder, tiling.decoder // 8, 8)
+        x0 = self.x0(z, eps)
+        if tiling is None:
+            out = self.decode(x0)
+        else:
+            out = tiled_map(self.decode, x0, tiling.decoder, tiling.decoder // 8, 8)
         return out.float().add(1).mul(0.5)
 
 
