@@ -36,8 +36,8 @@ SOURCES = {
     "ram": "`ram_swin_large_14m.pth` from https://huggingface.co/xinyu1205/recognize_anything_model",
     "tag_list": "`ram_tag_list.txt` from https://github.com/xinyu1205/recognize-anything "
     "(ram/data/)",
-    "thresholds": "`ram_tag_list_threshold.txt` from https://github.com/xinyu1205/recognize-anything "
-    "(ram/data/)",
+    "thresholds": "`ram_tag_list_threshold.txt` from "
+    "https://github.com/xinyu1205/recognize-anything (ram/data/)",
     "dape": "SeeSR's `DAPE.pth` (see https://github.com/cswry/SeeSR, 'preset/models')",
 }
 

@@ -23,7 +23,8 @@ def test_missing_files_are_listed(tiny_base_dir, tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         load_base(folder)
     msg = str(err.value)
-    assert "tokenizer/merges.txt" in msg and "unet/diffusion_pytorch_model.safetensors" in msg
+    assert "tokenizer/merges.txt" in msg
+    assert "unet/diffusion_pytorch_model.safetensors" in msg
     assert "stable-diffusion-2-1-base" in msg  # where to get it
 
 
@@ -34,12 +35,12 @@ def test_v_prediction_model_is_refused(tiny_base_dir, tmp_path):
     cfg = json.loads(cfg_path.read_text())
     cfg["prediction_type"] = "v_prediction"
     cfg_path.write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="v_prediction.*SD-2.1-base"):
+    with pytest.raises(ValueError, match=r"v_prediction.*SD-2\.1-base"):
         load_base(folder)
 
 
 def test_hub_id_offline_and_bad_paths(tmp_path):
-    with pytest.raises(FileNotFoundError, match="Hugging Face hub.*mirror"):
+    with pytest.raises(FileNotFoundError, match=r"Hugging Face hub.*mirror"):
         load_base("nobody/no-such-model", local_files_only=True)
     with pytest.raises(FileNotFoundError, match="neither a folder nor a hub id"):
         load_base(tmp_path / "nothing-here")

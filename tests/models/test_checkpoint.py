@@ -78,8 +78,10 @@ def test_safetensors_header(weights, tmp_path):
     with safe_open(str(tmp_path / "s.safetensors"), framework="pt") as f:
         header = json.loads(f.metadata()["ebir_fast"])
         keys = list(f.keys())
-    assert header["format"] == "ebir-fast-stage" and header["version"] == 1
-    assert header["rank_unet"] == 3 and header["alpha_unet"] == 8
+    assert header["format"] == "ebir-fast-stage"
+    assert header["version"] == 1
+    assert header["rank_unet"] == 3
+    assert header["alpha_unet"] == 8
     assert header["unet_lora_encoder_modules"] == list(weights.targets.unet_encoder)
     assert all(k.startswith(("unet.", "vae.")) for k in keys)
     assert "unet.conv_in.base_layer.weight" in keys

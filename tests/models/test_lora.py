@@ -50,7 +50,8 @@ def test_targets_follow_osediff_rules():
     t = osediff_targets(unet, vae)
     assert all("down_blocks" in n or "conv_in" in n for n in t.unet_encoder)
     assert all("up_blocks" in n or "conv_out" in n for n in t.unet_decoder)
-    assert "conv_in" in t.unet_encoder and "conv_out" in t.unet_decoder
+    assert "conv_in" in t.unet_encoder
+    assert "conv_out" in t.unet_decoder
     assert all("down_blocks" not in n and "up_blocks" not in n for n in t.unet_others)
     assert any(n.startswith("mid_block") for n in t.unet_others)
     every = t.unet_encoder + t.unet_decoder + t.unet_others
@@ -59,7 +60,8 @@ def test_targets_follow_osediff_rules():
     assert not any(n.startswith("time_embedding") for n in every)
     assert "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q" in t.unet_encoder
     assert "up_blocks.1.attentions.0.transformer_blocks.0.ff.net.2" in t.unet_decoder
-    assert "quant_conv" in t.vae_encoder and "post_quant_conv" not in t.vae_encoder
+    assert "quant_conv" in t.vae_encoder
+    assert "post_quant_conv" not in t.vae_encoder
     assert all(n.startswith("encoder.") or n == "quant_conv" for n in t.vae_encoder)
 
 

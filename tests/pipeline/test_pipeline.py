@@ -52,7 +52,8 @@ def test_lfo_call_sequence(pipe, images, k):
         torch.testing.assert_close(tagger.seen[i + 1], out.lq[i])
     expected = [[f"call{n} img{i}, ," for i in range(2)] for n in range(1, k + 3)]
     assert out.prompts == expected
-    assert len(out.lq) == k + 1 and out.images.shape == images.shape
+    assert len(out.lq) == k + 1
+    assert out.images.shape == images.shape
 
 
 def test_lfo_passes_differ_only_by_prompt(pipe, images):
@@ -108,7 +109,8 @@ def test_prompt_free_stages():
     pipe = EBIRPipeline(FeedForwardStage(up), FeedForwardStage(torch.nn.Identity()))
     x = torch.rand(1, 3, 13, 21)
     out = pipe(x, lfo=0, color_fix="adain")
-    assert out.images.shape == (1, 3, 26, 42) and out.prompts == [None, None]
+    assert out.images.shape == (1, 3, 26, 42)
+    assert out.prompts == [None, None]
     with pytest.raises(ValueError, match="takes no prompt"):
         pipe(x, lfo=2)
 
@@ -117,7 +119,8 @@ def test_any_size_is_padded_and_cropped_back(pipe):
     _reset(pipe)
     x = torch.rand(1, 3, 37, 45)
     out = pipe(x, lfo=1, return_lq=True)
-    assert out.images.shape == x.shape and out.lq[0].shape == x.shape
+    assert out.images.shape == x.shape
+    assert out.lq[0].shape == x.shape
     assert pipe.tagger.seen[0].shape == x.shape  # the tagger never sees the padding
 
 
