@@ -242,7 +242,9 @@ class OneStepStage(nn.Module):
         if tiling is None:
             moments = self.encode_moments(x)
         else:
-            moments = tiled_map(self.encode_moments, x, tiling.encoder, tiling.encoder // 8, 1 / 8)
+            moments = tiled_map(
+                self.encode_moments, x, tiling.encoder, tiling.encoder_overlap, 1 / 8
+            )
         return self.latent(moments, generator)
 
     @torch.no_grad()
@@ -278,7 +280,7 @@ class OneStepStage(nn.Module):
         if tiling is None:
             out = self.decode(x0)
         else:
-            out = tiled_map(self.decode, x0, tiling.decoder, tiling.decoder // 8, 8)
+            out = tiled_map(self.decode, x0, tiling.decoder, tiling.decoder_overlap, 8)
         return out.float().add(1).mul(0.5)
 
 

@@ -22,8 +22,9 @@ class Tiling:
     """Tile sizes (OSEDiff's defaults), in the input space of each map.
 
     Attributes:
-        encoder: VAE-encoder tile in pixels (overlap ``encoder // 8``).
-        decoder: VAE-decoder tile in latent pixels (overlap ``decoder // 8``).
+        encoder: VAE-encoder tile in pixels (overlap a quarter of it, a multiple of 8).
+        decoder: VAE-decoder tile in latent pixels (overlap a quarter of it; diffusers' ratio:
+            the VAE's receptive field is wide, and a thin overlap leaves visible seams).
         latent: UNet tile in latent pixels.
         latent_overlap: UNet tile overlap in latent pixels.
     """
@@ -32,6 +33,14 @@ class Tiling:
     decoder: int = 224
     latent: int = 96
     latent_overlap: int = 32
+
+    @property
+    def encoder_overlap(self) -> int:
+        return self.encoder // 32 * 8
+
+    @property
+    def decoder_overlap(self) -> int:
+        return max(self.decoder // 4, 1)
 
     def __post_init__(self) -> None:
         if not isinstance(self.encoder, int) or self.encoder < 16 or self.encoder % 8:
