@@ -1,4 +1,5 @@
-"""The ``ebir-fast`` command: ``degrade`` (training triplets) and ``info`` (what this install runs).
+"""The ``ebir-fast`` command: ``restore``, ``degrade`` (training triplets), ``convert`` (stage
+checkpoints) and ``info`` (what this install runs).
 
 Each command is one function taking the parsed arguments and returning the exit code; ``main``
 parses and dispatches, so more commands are one parser and one function each.
@@ -78,7 +79,9 @@ def _settings(args: argparse.Namespace) -> dict:
 _COMPARED = ("preset", "lq_preset", "seed", "size", "crop", "config", "lq_config")
 
 
-def _check_manifest(path: Path, settings: dict, overwrite: bool) -> None:
+def _check_manifest(
+    path: Path, settings: dict, overwrite: bool, compared: tuple[str, ...] | None = None
+) -> None:
     from ebir_fast.io import atomic_write
 
     if path.exists() and not overwrite:
@@ -87,7 +90,8 @@ def _check_manifest(path: Path, settings: dict, overwrite: bool) -> None:
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot read {path} ({exc}); use --overwrite") from exc
         new = json.loads(json.dumps(settings, default=str))  # compare as stored (lists, str)
-        diff = {k: (old.get(k), new[k]) for k in _COMPARED if old.get(k) != new[k]}
+        keys = _COMPARED if compared is None else compared
+        diff = {k: (old.get(k), new[k]) for k in keys if old.get(k) != new[k]}
         if diff:
             text = ", ".join(
                 f"{k}: {a!r} there, {b!r} now"
@@ -187,6 +191,97 @@ def _write_prompt_index(out: Path, names: list[str]) -> None:
     atomic_write(out / "prompts.jsonl", lambda f: f.write(data))
 
 
+def _restore_jobs(inputs: list[str], out: Path) -> list[tuple[Path, Path]]:
+    """(input file, output PNG) pairs: files by name, folders by their relative paths."""
+    from ebir_fast.io import list_images
+
+    jobs = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            jobs += [(f, out / f.relative_to(path).with_suffix(".png")) for f in list_images(path)]
+        elif path.is_file():
+            jobs.append((path, out / f"{path.stem}.png"))
+        else:
+            raise UsageError(f"INPUT: {item} is neither a file nor a folder")
+    targets = [t for _, t in jobs]
+    clashes = sorted({str(t) for t in targets if targets.count(t) > 1})
+    if clashes:
+        raise UsageError(f"several inputs would write the same output: {', '.join(clashes)}")
+    return jobs
+
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ebir_fast.api import load_pipeline
+    from ebir_fast.io import read_image, write_png
+    from ebir_fast.weights import WeightsNotFoundError
+
+    out = Path(args.output)
+    jobs = _restore_jobs(args.inputs, out)
+    if not jobs:
+        print("ebir-fast restore: no images found", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "command": "restore",
+        "lfo": args.lfo,
+        "prompt": args.prompt,
+        "seed": args.seed,
+        "color_fix": args.color_fix,
+        "tile": not args.no_tile,
+        "weights": str(Path(args.weights).resolve()) if args.weights else None,
+    }
+    _check_manifest(out / "restore.json", settings, args.overwrite, tuple(settings))
+    todo = [(src, dst) for src, dst in jobs if args.overwrite or not dst.exists()]
+    skipped = len(jobs) - len(todo)
+    written = unreadable = 0
+    if todo:
+        try:
+            pipe = load_pipeline(args.weights, device=args.device, dtype=_DTYPES.get(args.dtype))
+        except (WeightsNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from exc
+        color_fix = None if args.color_fix == "none" else args.color_fix
+        bar = tqdm(todo, unit="img", disable=args.quiet)
+        for src, dst in bar:
+            try:
+                image = read_image(src)
+            except Exception as exc:  # any decoder failure: report, count, go on
+                unreadable += 1
+                bar.write(f"warning: skipping {src}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                continue
+            result = pipe(
+                image.unsqueeze(0),
+                lfo=args.lfo,
+                prompt=args.prompt,
+                seed=args.seed,
+                color_fix=color_fix,
+                tile=None if args.no_tile else "auto",
+            )
+            write_png(dst, result.images[0].cpu())
+            written += 1
+    print(f"{written} written, {skipped} skipped (already done), {unreadable} unreadable")
+    return 1 if written + skipped == 0 else 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from ebir_fast.models.checkpoint import convert
+
+    try:
+        weights = convert(args.src, args.dst)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    print(
+        f"{args.src} -> {args.dst}: {len(weights.unet)} UNet and {len(weights.vae)} VAE tensors, "
+        f"rank {weights.rank_unet} / {weights.rank_vae}"
+    )
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from ebir_fast import __version__, build_info
     from ebir_fast.degrade import PRESETS
@@ -246,6 +341,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="redo finished files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_degrade)
+
+    p = sub.add_parser(
+        "restore",
+        help="restore images with EBIR (projector f, restorer g, Look Forward Once)",
+        description=(
+            "Restore every INPUT (files, or folders searched recursively) to OUTPUT/<name>.png "
+            "(8-bit RGB; folders keep their relative paths). Weights come from --weights (a "
+            "folder with ebir-fast.json), $EBIR_FAST_WEIGHTS or ~/.cache/ebir-fast. Finished "
+            "outputs are skipped, so an interrupted run resumes (settings are recorded in "
+            "OUTPUT/restore.json; resuming with other settings is refused unless --overwrite); "
+            "unreadable files are reported and counted; every file is written to a temporary "
+            "name and renamed. Exit code 0 when at least one image is written or already done, "
+            "1 when none could be, 2 for bad arguments or missing weights."
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("-o", "--output", required=True, help="output folder (created if needed)")
+    p.add_argument("--lfo", type=int, default=2, help="Look Forward Once passes (default 2)")
+    p.add_argument("--prompt", default=None, help="text appended to every image's tags")
+    p.add_argument(
+        "--seed", type=int, default=None, help="sample the VAE posterior (default: mode)"
+    )
+    p.add_argument("--color-fix", choices=("adain", "wavelet", "none"), default="adain")
+    p.add_argument("--no-tile", action="store_true", help="never tile (more memory)")
+    p.add_argument("--weights", default=None, help="folder holding ebir-fast.json")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--dtype", choices=tuple(_DTYPES), default=None, help="default fp16 on CUDA, fp32 on CPU"
+    )
+    p.add_argument("--overwrite", action="store_true", help="redo finished files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_restore)
+
+    p = sub.add_parser(
+        "convert",
+        help="convert a stage checkpoint between osediff.pkl and .safetensors",
+        description="The format of each file follows its suffix (.pkl/.pt/.pth or .safetensors).",
+    )
+    p.add_argument("src", help="osediff.pkl or stage .safetensors")
+    p.add_argument("dst", help="file to write (atomically)")
+    p.set_defaults(run=cmd_convert)
 
     p = sub.add_parser("info", help="version, compiled kernels and backends of this install")
     p.set_defaults(run=cmd_info)

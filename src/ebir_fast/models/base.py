@@ -133,13 +133,21 @@ def load_base(path_or_id: str | os.PathLike, *, local_files_only: bool = False) 
     check_epsilon_base(folder)
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as tf_logging
 
-    scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
-    return BaseModel(
-        tokenizer=CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
-        text_encoder=CLIPTextModel.from_pretrained(folder, subfolder="text_encoder").eval(),
-        unet=UNet2DConditionModel.from_pretrained(folder, subfolder="unet").eval(),
-        vae=AutoencoderKL.from_pretrained(folder, subfolder="vae").eval(),
-        alphas_cumprod=scheduler.alphas_cumprod.double(),
-        source=str(folder),
-    )
+    # transformers draws a progress bar per loaded model: noise in a CLI and in logs.
+    bars = tf_logging.is_progress_bar_enabled()
+    tf_logging.disable_progress_bar()
+    try:
+        scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
+        return BaseModel(
+            tokenizer=CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
+            text_encoder=CLIPTextModel.from_pretrained(folder, subfolder="text_encoder").eval(),
+            unet=UNet2DConditionModel.from_pretrained(folder, subfolder="unet").eval(),
+            vae=AutoencoderKL.from_pretrained(folder, subfolder="vae").eval(),
+            alphas_cumprod=scheduler.alphas_cumprod.double(),
+            source=str(folder),
+        )
+    finally:
+        if bars:
+            tf_logging.enable_progress_bar()
