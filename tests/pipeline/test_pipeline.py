@@ -206,3 +206,22 @@ def test_wavelet_keeps_detail_and_takes_colour():
     )
     with pytest.raises(ValueError, match="size"):
         wavelet_color_fix(content, content[..., :32, :32])
+
+
+def test_converged_tags_make_further_passes_free(pipe, images):
+    """A pass whose prompt repeats an earlier one reuses that LQ image and its tags."""
+    seen = []
+
+    def tagger(x):
+        seen.append(x.shape[0])
+        return ["stable tags"] * x.shape[0]
+
+    _reset(pipe, tagger)
+    out = pipe(images, lfo=3, return_lq=True, color_fix=None)
+    # c_1 = Y(x_elq); LQ_1 = f(c_1); c_2 = Y(LQ_1) = c_1: every later pass is LQ_1 again.
+    assert pipe.projector.calls == {"encode": 1, "unet": 1, "decode": 1}
+    assert seen == [2, 2]  # Y(x_elq), Y(LQ_1); g's prompt is Y(LQ_1) too
+    assert len(out.lq) == 4
+    for lq in out.lq[1:]:
+        torch.testing.assert_close(lq, out.lq[0], atol=0, rtol=0)
+    assert out.prompts == [["stable tags, ,"] * 2] * 5

@@ -156,6 +156,40 @@ class EBIRPipeline:
         )
         return cls(g, f, tagger)
 
+    def _project(self, xp, x, hw, lfo, user, gen, tiling, out):
+        """``f`` with LFO; returns the final LQ batch (padded) and ``g``'s prompts.
+
+        Exact reuse beyond the paper's recursion: ``f``'s latent is encoded once, and a pass
+        whose prompt for an image equals an earlier pass's prompt for it reproduces that pass's
+        LQ image (same latent, same prompt), so the image is neither restored nor tagged again.
+        Once the tags of an image stop changing, its remaining LFO passes cost nothing.
+        """
+        f, (h, w), b = self.projector, hw, x.shape[0]
+        state = f.prepare(xp, generator=gen, tiling=tiling)  # once, reused by every pass
+        lq_of: list[dict[str, torch.Tensor]] = [{} for _ in range(b)]  # prompt -> LQ image
+        tags_of: list[dict[str, str]] = [{} for _ in range(b)]  # prompt -> Y(that LQ image)
+        prompts = self._tag(x, user)
+        for i in range(lfo + 1):
+            need = [j for j in range(b) if prompts[j] not in lq_of[j]]
+            if need:
+                sub = state if len(need) == b else state[need]
+                res = f.run(sub, [prompts[j] for j in need], tiling=tiling)
+                for n, j in enumerate(need):
+                    lq_of[j][prompts[j]] = res[n : n + 1]
+            lq = torch.cat([lq_of[j][prompts[j]] for j in range(b)])
+            out.prompts.append(prompts)
+            if out.lq is not None:
+                out.lq.append(lq[..., :h, :w])
+            if i == lfo and not self.restorer.uses_prompt:
+                return lq, None
+            need = [j for j in range(b) if prompts[j] not in tags_of[j]]
+            if need:
+                new = self._tag(lq[need][..., :h, :w], [user[j] for j in need])
+                for j, p in zip(need, new, strict=True):
+                    tags_of[j][prompts[j]] = p
+            prompts = [tags_of[j][prompts[j]] for j in range(b)]
+        return lq, prompts  # after the last pass, prompts = Y(final LQ): g's prompt
+
     def _tag(self, images: torch.Tensor, user: list[str]) -> list[str]:
         tags = self.tagger(images)
         return [compose_prompt(t, u) for t, u in zip(tags, user, strict=True)]
@@ -212,19 +246,16 @@ class EBIRPipeline:
 
         if self.projector is None:
             lq = xp
+            g_prompts = self._tag(x, user) if self.restorer.uses_prompt else None
+        elif not self.projector.uses_prompt:
+            lq = self.projector.run(self.projector.prepare(xp, generator=gen, tiling=tiling), None)
+            out.prompts.append(None)
+            if out.lq is not None:
+                out.lq.append(lq[..., :h, :w])
+            g_prompts = self._tag(lq[..., :h, :w], user) if self.restorer.uses_prompt else None
         else:
-            f = self.projector
-            state = f.prepare(xp, generator=gen, tiling=tiling)  # once, reused by every pass
-            prompts = self._tag(x, user) if f.uses_prompt else None
-            for i in range(lfo + 1):
-                lq = f.run(state, prompts, tiling=tiling)
-                out.prompts.append(prompts)
-                if out.lq is not None:
-                    out.lq.append(lq[..., :h, :w])
-                if i < lfo:
-                    prompts = self._tag(lq[..., :h, :w], user)
+            lq, g_prompts = self._project(xp, x, (h, w), lfo, user, gen, tiling, out)
         g = self.restorer
-        g_prompts = self._tag(lq[..., :h, :w], user) if g.uses_prompt else None
         hq = g.run(g.prepare(lq, generator=gen, tiling=tiling), g_prompts, tiling=tiling)
         out.prompts.append(g_prompts)
         # A feed-forward g may upscale: crop the padding at its scale, and compare colours with
