@@ -12,6 +12,8 @@ of the batched pipeline's semantics.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -19,7 +21,7 @@ from ebir_fast.degrade.noise import LUMA
 from ebir_fast.degrade.ragged import RESIZE_MODES
 from ebir_fast.degrade.second_order import SecondOrderParams
 from ebir_fast.degrade.stages import NoiseParams
-from ebir_fast.ops.reference import jpeg_roundtrip_reference, mirror_pad
+from ebir_fast.ops.reference import JPEG_CHROMA_TABLE, JPEG_LUMA_TABLE, mirror_pad
 
 
 def _label(name: str):
@@ -64,12 +66,64 @@ def noise(img: torch.Tensor, p: NoiseParams, i: int, seed: int) -> torch.Tensor:
         return (img + n).clamp(0.0, 1.0)
 
 
+def _dct_tensor() -> torch.Tensor:  # [8, 8, 8, 8]
+    """DiffJPEG's DCT as one 4-D tensor: T[x, y, u, v] = cos((2x+1)u pi/16) cos((2y+1)v pi/16)."""
+    k = torch.arange(8, dtype=torch.float64)
+    c = torch.cos((2 * k.view(-1, 1) + 1) * k.view(1, -1) * math.pi / 16)  # [x, u]
+    return torch.einsum("xu,yv->xyuv", c, c).float()
+
+
+_DCT = _dct_tensor()
+_ALPHA = torch.tensor([1 / math.sqrt(2)] + [1.0] * 7)
+_SCALE = (torch.outer(_ALPHA, _ALPHA) * 0.25).float()  # orthonormal scaling per (u, v)
+_LUMA = torch.tensor(JPEG_LUMA_TABLE, dtype=torch.float32)
+_CHROMA = torch.tensor(JPEG_CHROMA_TABLE, dtype=torch.float32)
+
+
+def _blocks(plane: torch.Tensor) -> torch.Tensor:  # [h, w] -> [n, 8, 8]
+    h, w = plane.shape
+    return plane.view(h // 8, 8, w // 8, 8).permute(0, 2, 1, 3).reshape(-1, 8, 8)
+
+
+def _unblocks(blocks: torch.Tensor, h: int, w: int) -> torch.Tensor:  # [n, 8, 8] -> [h, w]
+    return blocks.view(h // 8, w // 8, 8, 8).permute(0, 2, 1, 3).reshape(h, w)
+
+
+def _code_plane(plane: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """DCT of (plane - 128) per 8x8 block, quantise with ``table``, round, back."""
+    h, w = plane.shape
+    coeff = torch.tensordot(_blocks(plane - 128.0), _DCT, dims=2) * _SCALE
+    coeff = torch.round(coeff / table) * table
+    out = torch.tensordot(coeff * _SCALE, _DCT.permute(2, 3, 0, 1), dims=2)
+    return _unblocks(out, h, w) + 128.0
+
+
 def jpeg(img: torch.Tensor, quality: float) -> torch.Tensor:
-    """DiffJPEG's round trip of one image (the same tables and padding as ours)."""
+    """One image through a DiffJPEG-style JPEG round trip, written here in plain PyTorch.
+
+    libjpeg's tables (scaled by quality, clamped to [1, 255]), edge-replicated to a multiple of
+    16, YCbCr, 4:2:0 chroma by 2x2 averaging, 8x8 DCT as DiffJPEG computes it (a 4-D cosine
+    tensor), rounding, the inverse, chroma by replication, RGB. Independent of our op code.
+    """
     with _label("jpeg"):
         h, w = img.shape[-2:]
-        q = torch.tensor([quality])
-        return jpeg_roundtrip_reference(img.clamp(0, 1).unsqueeze(0), q, torch.tensor([[h, w]]))[0]
+        ph, pw = -h % 16, -w % 16
+        x = F.pad(img.clamp(0, 1).unsqueeze(0), (0, pw, 0, ph), mode="replicate")[0] * 255.0
+        r, g, b = x
+        y = 0.299 * r + 0.587 * g + 0.114 * b
+        cb = -0.168735892 * r - 0.331264108 * g + 0.5 * b + 128.0
+        cr = 0.5 * r - 0.418687589 * g - 0.081312411 * b + 128.0
+        scale = 50.0 / quality if quality < 50 else (200.0 - 2.0 * quality) / 100.0
+        luma_t = (_LUMA * scale).clamp(1, 255)
+        chroma_t = (_CHROMA * scale).clamp(1, 255)
+        y = _code_plane(y, luma_t)
+        sub = F.avg_pool2d(torch.stack([cb, cr]).unsqueeze(0), 2)[0]
+        cb, cr = (
+            _code_plane(c, chroma_t).repeat_interleave(2, 0).repeat_interleave(2, 1) - 128.0
+            for c in sub
+        )
+        rgb = torch.stack([y + 1.402 * cr, y - 0.344136286 * cb - 0.714136286 * cr, y + 1.772 * cb])
+        return (rgb.clamp(0, 255) / 255.0)[:, :h, :w]
 
 
 def quantise(img: torch.Tensor) -> torch.Tensor:
