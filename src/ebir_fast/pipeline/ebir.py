@@ -46,10 +46,11 @@ class PipelineOutput:
     lq: list[torch.Tensor] | None = None
 
 
-def _pad8(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-    """Pad the bottom / right to a multiple of 8 by mirroring (replicating when too small)."""
+def _pad(x: torch.Tensor, multiple: int = 8) -> tuple[torch.Tensor, int, int]:
+    """Pad the bottom / right to a multiple of ``multiple`` by mirroring (replicating when too
+    small to mirror)."""
     h, w = x.shape[-2:]
-    ph, pw = -h % 8, -w % 8
+    ph, pw = -h % multiple, -w % multiple
     if ph == 0 and pw == 0:
         return x, h, w
     mode = "reflect" if ph < h and pw < w else "replicate"
@@ -241,7 +242,8 @@ class EBIRPipeline:
         b = x.shape[0]
         user = _user_prompts(prompt, b)
         gen = None if seed is None else torch.Generator().manual_seed(int(seed))
-        xp, h, w = _pad8(x)
+        multiple = max(getattr(s, "size_multiple", 8) for s in (self.restorer, self.projector) if s)
+        xp, h, w = _pad(x, multiple)
         out = PipelineOutput(images=x, lq=[] if return_lq else None)
 
         if self.projector is None:

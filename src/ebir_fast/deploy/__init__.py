@@ -1,0 +1,1 @@
+"""Deployment: ONNX export, TensorRT engine building and runtime (export/ scripts call these)."""
