@@ -202,6 +202,13 @@ def export_pipeline(
     def cast(m: nn.Module) -> nn.Module:
         return copy.deepcopy(m).to(dtype) if dtype != torch.float32 else m
 
+    def cast_stage(s: OneStepStage, unet: bool = True) -> OneStepStage:
+        """A copy of the parts a graph needs in ``dtype`` (the text encoder stays shared)."""
+        if dtype == torch.float32:
+            return s
+        u = cast(s.unet) if unet else s.unet
+        return OneStepStage(u, cast(s.vae), s.text, s.alphas_cumprod, s.timestep)
+
     def as_dtype(t: torch.Tensor) -> torch.Tensor:
         return t.to(dtype) if t.is_floating_point() else t
 
@@ -211,7 +218,7 @@ def export_pipeline(
         jobs.append(
             (
                 f"{key}_vae_encoder",
-                lambda s=stage: VaeEncoderGraph(cast(s)),
+                lambda s=stage: VaeEncoderGraph(cast_stage(s, unet=False)),
                 {"image": image},
                 "latent",
                 None if static else {"image": {0: bdim, 2: 8 * hdim, 3: 8 * wdim}},
@@ -220,7 +227,7 @@ def export_pipeline(
         jobs.append(
             (
                 f"{key}_unet",
-                lambda s=stage: UnetX0Graph(cast(s)),
+                lambda s=stage: UnetX0Graph(cast_stage(s)),
                 {"latent": latent, "text": text},
                 "x0",
                 None if static else {"latent": {0: bdim, 2: hdim, 3: wdim}, "text": {0: bdim}},
@@ -229,7 +236,7 @@ def export_pipeline(
     jobs.append(
         (
             "vae_decoder",
-            lambda: VaeDecoderGraph(cast(g)),
+            lambda: VaeDecoderGraph(cast_stage(g, unet=False)),
             {"x0": latent},
             "image",
             None if static else {"x0": {0: bdim, 2: hdim, 3: wdim}},

@@ -65,6 +65,17 @@ class PromptEncoder(nn.Module):
         self._lock = threading.RLock()
         self.calls = 0  # text-encoder forwards run (cache misses), for tests and profiling
 
+    def __getstate__(self) -> dict:
+        # Copies and pickles get a fresh lock and an empty cache.
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        state["_cache"] = OrderedDict()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._lock = threading.RLock()
+
     @property
     def max_length(self) -> int:
         """Token sequence length: the tokenizer's limit capped by the encoder's positions."""
@@ -136,6 +147,7 @@ class OneStepStage(nn.Module):
         self.vae = vae.eval().requires_grad_(False)
         self.text = text
         self.timestep = int(timestep)
+        self.alphas_cumprod = alphas_cumprod
         a = float(alphas_cumprod[self.timestep])
         self.sqrt_a = a**0.5
         self.sqrt_1ma = (1.0 - a) ** 0.5
@@ -196,7 +208,7 @@ class OneStepStage(nn.Module):
     def encode_moments(self, x: torch.Tensor) -> torch.Tensor:  # [B, 2 * 4, H / 8, W / 8]
         """VAE encoder + ``quant_conv``: the posterior's mean and log-variance."""
         self.calls["encode"] += 1
-        h = self.vae.encoder(x.to(self.dtype))
+        h = self.vae.encoder(x.to(self.vae.dtype))
         return self.vae.quant_conv(h) if self.vae.quant_conv is not None else h
 
     def latent(
@@ -208,22 +220,23 @@ class OneStepStage(nn.Module):
             std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
             noise = torch.randn(mean.shape, generator=generator, device=generator.device)
             mean = mean + std * noise.to(mean.device)
-        return (mean * self.scaling).to(self.dtype)
+        return (mean * self.scaling).to(self.unet.dtype)
 
     def eps(self, z: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:  # [B, 4, h, w]
         """The UNet's noise prediction at t = 999 (``embeds [B, 77, D]``)."""
         self.calls["unet"] += 1
         t = torch.full((z.shape[0],), self.timestep, device=z.device, dtype=torch.long)
-        return self.unet(z.to(self.dtype), t, encoder_hidden_states=embeds.to(self.dtype)).sample
+        dtype = self.unet.dtype
+        return self.unet(z.to(dtype), t, encoder_hidden_states=embeds.to(dtype)).sample
 
     def x0(self, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """One DDPM step from t = 999 to the clean latent (in float32, then the model dtype)."""
-        return ((z.float() - self.sqrt_1ma * eps.float()) / self.sqrt_a).to(self.dtype)
+        return ((z.float() - self.sqrt_1ma * eps.float()) / self.sqrt_a).to(self.vae.dtype)
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:  # [B, 3, 8h, 8w] in [-1, 1]
         """VAE decoder on ``x0 / scaling``, clamped to [-1, 1]."""
         self.calls["decode"] += 1
-        z = x0.to(self.dtype) / self.scaling
+        z = x0.to(self.vae.dtype) / self.scaling
         if self.vae.post_quant_conv is not None:
             z = self.vae.post_quant_conv(z)
         return self.vae.decoder(z).clamp(-1, 1)

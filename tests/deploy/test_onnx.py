@@ -1,0 +1,124 @@
+"""ONNX export of every graph and the ONNX Runtime backend against the PyTorch pipeline."""
+
+import json
+
+import onnx
+import pytest
+import torch
+
+from ebir_fast.deploy import onnx_export
+from ebir_fast.deploy.onnx_export import export_pipeline
+from ebir_fast.models.tagger import DapeTagger
+from ebir_fast.pipeline import EBIRPipeline
+from ebir_fast.pipeline.onnxruntime import load_onnx_pipeline
+from tests.models.helpers import tiny_model
+
+GRAPHS = {
+    "f_vae_encoder",
+    "f_unet",
+    "g_vae_encoder",
+    "g_unet",
+    "vae_decoder",
+    "text_encoder",
+    "tagger",
+}
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_base_dir, stage_files):
+    tagger = DapeTagger(tiny_model(seed=3))
+    # The tiny tagger's thresholds are RAM's default; make some tags fire so prompts vary.
+    tagger.model.class_threshold.fill_(0.5)
+    return EBIRPipeline.from_files(
+        tiny_base_dir, stage_files["restorer"], stage_files["projector"], tagger
+    )
+
+
+@pytest.fixture(scope="module")
+def exported(pipe, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx")
+    reports = export_pipeline(pipe, out, log=lambda _: None)
+    return out, reports
+
+
+def test_every_graph_is_exported_checked_and_matches_torch(exported):
+    out, reports = exported
+    assert set(reports) == GRAPHS
+    meta = json.loads((out / "graphs.json").read_text())
+    assert set(meta["graphs"]) == GRAPHS
+    assert meta["tagger"]["kind"] == "dape"
+    for name, r in reports.items():
+        onnx.checker.check_model(str(out / f"{name}.onnx"))
+        assert r.max_abs_diff is not None
+        assert r.max_abs_diff < 1e-4, (name, r.max_abs_diff)
+        assert meta["graphs"][name]["sha256"] == r.sha256
+    assert {p.name for p in (out / "tokenizer").iterdir()} & {"tokenizer.json", "vocab.json"}
+    assert not [p for p in out.iterdir() if p.name.startswith(".export-")]
+
+
+def test_onnxruntime_pipeline_matches_torch(pipe, exported):
+    out, _ = exported
+    ort = load_onnx_pipeline(out, providers=["CPUExecutionProvider"])
+    x = torch.rand(2, 3, 64, 128, generator=torch.Generator().manual_seed(0))
+    for k in (0, 2):
+        a, b = pipe(x, lfo=k, return_lq=True), ort(x, lfo=k, return_lq=True)
+        assert a.prompts == b.prompts
+        torch.testing.assert_close(b.images, a.images, atol=2e-4, rtol=0)
+        for la, lb in zip(a.lq, b.lq, strict=True):
+            torch.testing.assert_close(lb, la, atol=2e-4, rtol=0)
+
+
+def test_onnxruntime_lfo_reuses_the_encoder(exported):
+    ort = load_onnx_pipeline(exported[0], providers=["CPUExecutionProvider"])
+    calls = []
+
+    def tagger(x):
+        calls.append(1)
+        return [f"call{len(calls)}"] * x.shape[0]
+
+    ort.tagger = tagger
+    ort(torch.rand(1, 3, 64, 64), lfo=2)
+    f = ort.projector
+    assert f.encoder.calls == 1
+    assert f.unet.calls == 3
+    assert len(calls) == 4
+    # Sizes that are not multiples of 64 are padded and cropped back.
+    assert ort(torch.rand(1, 3, 40, 72), lfo=0).images.shape == (1, 3, 40, 72)
+    with pytest.raises(ValueError, match="posterior's mode"):
+        ort(torch.rand(1, 3, 64, 64), lfo=0, seed=1)
+
+
+def test_static_fp16_export(pipe, tmp_path):
+    reports = export_pipeline(
+        pipe, tmp_path, precision="fp16", image_size=(64, 64), check=False, log=lambda _: None
+    )
+    assert set(reports) == GRAPHS
+    model = onnx.load(str(tmp_path / "g_unet.onnx"))
+    latent = model.graph.input[0].type.tensor_type
+    assert latent.elem_type == onnx.TensorProto.FLOAT16
+    assert [d.dim_value for d in latent.shape.dim] == [1, 4, 8, 8]
+    meta = json.loads((tmp_path / "graphs.json").read_text())
+    assert meta["image_size"] == [64, 64]
+    assert meta["precision"] == "fp16"
+    with pytest.raises(ValueError, match="static"):
+        load_onnx_pipeline(tmp_path)
+
+
+def test_export_errors_leave_nothing_behind(pipe, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="precision"):
+        export_pipeline(pipe, tmp_path, precision="int8")
+    with pytest.raises(ValueError, match="multiples of 64"):
+        export_pipeline(pipe, tmp_path, image_size=(100, 64))
+    real = onnx_export.export_graph
+    count = []
+
+    def flaky(*args, **kwargs):
+        count.append(1)
+        if len(count) == 3:
+            raise RuntimeError("exporter crashed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(onnx_export, "export_graph", flaky)
+    with pytest.raises(RuntimeError, match="crashed"):
+        export_pipeline(pipe, tmp_path / "out", check=False, log=lambda _: None)
+    assert list((tmp_path / "out").iterdir()) == []
