@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -102,3 +104,14 @@ def test_exif_orientation_and_deep_colour(tmp_path):
     )
     d = read_image(tmp_path / "deep.png")
     assert torch.equal(d, torch.from_numpy((deep >> 8).astype(np.float32) / 255).permute(2, 0, 1))
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    from ebir_fast.io import atomic_write
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "f.bin", lambda f: f.write(b"x"))
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644

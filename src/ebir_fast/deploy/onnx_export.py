@@ -305,6 +305,7 @@ def export_pipeline(
             "batch": batch if static else None,
             "text": {"max_length": max_len, "dim": text_dim},
             "stages": sorted(stages),
+            "checkpoints": dict(getattr(pipe, "sources", {})),
             "tagger": tagger_meta,
             "graphs": {
                 r.name: {

@@ -57,6 +57,16 @@ def _pad(x: torch.Tensor, multiple: int = 8) -> tuple[torch.Tensor, int, int]:
     return F.pad(x, (0, pw, 0, ph), mode=mode), h, w
 
 
+def _file_sha256(path: str | os.PathLike) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def check_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
     """Validate a ``[B, 3, H, W]`` float batch in [0, 1] (NaN, range, size, rank, dtype)."""
     if not isinstance(images, torch.Tensor):
@@ -113,6 +123,8 @@ class EBIRPipeline:
         self.restorer = restorer
         self.projector = projector
         self.tagger = tagger if tagger is not None else NullTagger()
+        #: Where the weights came from (checkpoint hashes), recorded by exports and engines.
+        self.sources: dict[str, str] = {}
 
     @classmethod
     def from_files(
@@ -155,7 +167,11 @@ class EBIRPipeline:
             copy_unet=False,
             **common,
         )
-        return cls(g, f, tagger)
+        pipe = cls(g, f, tagger)
+        pipe.sources = {"base": str(base), "restorer": _file_sha256(restorer)}
+        if projector is not None:
+            pipe.sources["projector"] = _file_sha256(projector)
+        return pipe
 
     def _project(self, xp, x, hw, lfo, user, gen, tiling, out):
         """``f`` with LFO; returns the final LQ batch (padded) and ``g``'s prompts.
