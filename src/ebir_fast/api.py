@@ -35,37 +35,60 @@ def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
 def load_pipeline(
     weights: str | os.PathLike | None = None,
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     merge: bool = True,
+    backend: str = "torch",
 ):
     """The :class:`~ebir_fast.pipeline.EBIRPipeline` described by a weights manifest (cached).
 
     ``device`` defaults to CUDA when available; ``dtype`` to float16 on CUDA, float32 otherwise.
+    ``backend``: ``"torch"`` (the checkpoints), ``"onnxruntime"`` (the manifest's ``onnx``
+    folder) or ``"tensorrt"`` (its ``engines`` folder).
     """
-    return _cached_pipeline(weights, device, dtype, merge)[0]
+    return _cached_pipeline(weights, device, dtype, merge, backend)[0]
 
 
-def _cached_pipeline(weights, device, dtype, merge):
+def _cached_pipeline(weights, device, dtype, merge, backend="torch"):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     path = find_manifest(weights).resolve()
     device = torch.device(device) if device is not None else _default_device()
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
-    key = (str(path), path.stat().st_mtime_ns, str(device), dtype, merge)
+    key = (str(path), path.stat().st_mtime_ns, str(device), dtype, merge, backend)
     with _PIPELINES_LOCK:
         if key not in _PIPELINES:
-            _PIPELINES[key] = (_build(path, device, dtype, merge), threading.Lock())
+            _PIPELINES[key] = (_build(path, device, dtype, merge, backend), threading.Lock())
         return _PIPELINES[key]
 
 
-def _build(path, device, dtype, merge):
+def _build(path, device, dtype, merge, backend="torch"):
     from ebir_fast.models.tagger import DapeTagger, FixedPromptTagger, NullTagger
     from ebir_fast.pipeline import EBIRPipeline
 
     manifest = read_manifest(path)
+    if backend != "torch":
+        key = "onnx" if backend == "onnxruntime" else "engines"
+        folder = getattr(manifest, key)
+        if folder is None:
+            raise ValueError(
+                f"backend: {backend!r} needs a {key!r} folder in {path} (written by "
+                f"{'export/export_onnx.py' if key == 'onnx' else 'export/build_trt.py'})"
+            )
+        if backend == "onnxruntime":
+            from ebir_fast.pipeline.onnxruntime import load_onnx_pipeline
+
+            return load_onnx_pipeline(folder)
+        from ebir_fast.deploy.trt_runtime import load_trt_pipeline
+
+        return load_trt_pipeline(folder, device=str(device))
     manifest.check()
     spec = manifest.tagger
     if spec["kind"] == "dape":
@@ -222,6 +245,7 @@ def restore(
     weights: str | os.PathLike | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    backend: str = "torch",
     pipeline=None,
 ):
     """Restore an extremely degraded image with EBIR (``f`` then ``g``, LFO ``lfo`` times).
@@ -234,6 +258,7 @@ def restore(
             ``$EBIR_FAST_WEIGHTS``, then ``~/.cache/ebir-fast``.
         device, dtype: where and how to run (default CUDA + float16 if available, else CPU +
             float32).
+        backend: ``"torch"``, ``"onnxruntime"`` or ``"tensorrt"`` (see :func:`load_pipeline`).
         pipeline: a ready pipeline (overrides ``weights`` / ``device`` / ``dtype``).
 
     Returns:
@@ -246,7 +271,7 @@ def restore(
     if pipeline is not None:
         lock = None
     else:
-        pipeline, lock = _cached_pipeline(weights, device, dtype, True)
+        pipeline, lock = _cached_pipeline(weights, device, dtype, True, backend)
     kwargs = {"lfo": lfo, "prompt": prompt, "seed": seed, "color_fix": color_fix, "tile": tile}
     if lock is None:
         out = pipeline(conv.rgb, **kwargs)

@@ -10,7 +10,9 @@ Paths in the manifest are relative to it::
       "projector": "ebir_projector.safetensors",   # f; null runs g alone (OSEDiff)
       "tagger": {"kind": "dape", "ram": "ram_swin_large_14m.pth",
                  "tag_list": "ram_tag_list.txt", "thresholds": "ram_tag_list_threshold.txt",
-                 "dape": "DAPE.pth"}       # or {"kind": "null"} / {"kind": "fixed", "prompt": ...}
+                 "dape": "DAPE.pth"},      # or {"kind": "null"} / {"kind": "fixed", "prompt": ...}
+      "onnx": "onnx",                      # optional: export_onnx.py output (onnxruntime)
+      "engines": "engines-512"             # optional: build_trt.py output (tensorrt)
     }
 """
 
@@ -55,6 +57,8 @@ class Manifest:
     restorer: Path
     projector: Path | None
     tagger: dict = field(default_factory=lambda: {"kind": "null"})
+    onnx: Path | None = None  # graphs from export/export_onnx.py (backend="onnxruntime")
+    engines: Path | None = None  # engines from export/build_trt.py (backend="tensorrt")
 
     def files(self) -> dict[str, Path]:
         """Every local file or folder the manifest needs, by role."""
@@ -153,10 +157,15 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     projector = data.get("projector")
     if projector is not None and not isinstance(projector, str):
         raise ValueError(f"weights: {path}: 'projector' must be a path or null")
+    for key in ("onnx", "engines"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise ValueError(f"weights: {path}: {key!r} must be a folder path or null")
     return Manifest(
         path=path,
         base=base,
         restorer=local(data["restorer"]),
         projector=local(projector),
         tagger=tagger,
+        onnx=local(data.get("onnx")),
+        engines=local(data.get("engines")),
     )

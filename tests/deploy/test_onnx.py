@@ -122,3 +122,25 @@ def test_export_errors_leave_nothing_behind(pipe, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="crashed"):
         export_pipeline(pipe, tmp_path / "out", check=False, log=lambda _: None)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_restore_with_the_onnxruntime_backend(exported, tiny_base_dir, stage_files, tmp_path):
+    from ebir_fast.api import restore
+
+    manifest = {
+        "base": str(tiny_base_dir),
+        "restorer": str(stage_files["restorer"]),
+        "projector": str(stage_files["projector"]),
+        "onnx": str(exported[0]),
+    }
+    (tmp_path / "ebir-fast.json").write_text(json.dumps(manifest))
+    x = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(2))
+    out = restore(x, lfo=1, weights=tmp_path, backend="onnxruntime")
+    ref = load_onnx_pipeline(exported[0])(x[None], lfo=1).images[0]
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="backend"):
+        restore(x, weights=tmp_path, backend="jax")
+    del manifest["onnx"]
+    (tmp_path / "ebir-fast.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="'engines' folder"):
+        restore(x, weights=tmp_path, backend="tensorrt")
