@@ -135,6 +135,7 @@ torch.set_num_threads(2)
 from benchmarks.sd_random import sd21_base, stage_weights
 from benchmarks.bench_pipeline import photo
 from ebir_fast.models.stage import OneStepStage
+from ebir_fast.models.tiling import Tiling
 from ebir_fast.pipeline import EBIRPipeline
 base = sd21_base(Path(tempfile.mkdtemp()))
 g = OneStepStage.from_base(base, stage_weights(base, 2), copy_unet=False)
@@ -147,33 +148,46 @@ def rss():
             return int(line.split()[1]) / 2**20
 loaded = rss()
 open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
-pipe(photo({size}), lfo=0)
+pipe(photo({size}), lfo=0, tile={tile})
 peak = max(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 2**20
 print(f"{{loaded:.2f}} {{peak:.2f}}")
 """
 
 
-def tiled_memory() -> list[str]:
+#: (size, tiling expression, label): untiled 512, OSEDiff's GPU-sized tiles, CPU-sized tiles.
+MEMORY_RUNS = (
+    (512, "None", "512x512, untiled"),
+    (2048, '"auto"', "2048x2048, OSEDiff's tiles (VAE 1024 px / 224 latent, UNet 96)"),
+    (
+        2048,
+        "Tiling(encoder=512, decoder=64, latent=64, latent_overlap=16)",
+        "2048x2048, 512 px tiles (VAE 512 px / 64 latent, UNet 64)",
+    ),
+)
+
+
+def memory_run(size: int, tile: str) -> tuple[float, float, float]:
+    """(models GiB, peak GiB, seconds) of one restore in a fresh process."""
     root = str(Path(__file__).resolve().parents[1])
-    res = {}
-    for size in (512, 2048):
-        t = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-c", _MEMORY_CHILD.format(root=root, size=size)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        loaded, peak = map(float, proc.stdout.split()[-2:])
-        res[size] = (loaded, peak, time.perf_counter() - t)
-    lines = ["Peak memory, g alone (OSEDiff), default tiles (VAE 1024 px / 224 latent, UNet 96):"]
-    for size, (loaded, peak, sec) in res.items():
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEMORY_CHILD.format(root=root, size=size, tile=tile)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded, peak = map(float, proc.stdout.split()[-2:])
+    return loaded, peak, time.perf_counter() - t
+
+
+def tiled_memory(runs=MEMORY_RUNS) -> list[str]:
+    lines = ["Peak memory of g alone (OSEDiff), fp32, each run in a fresh process:"]
+    for size, tile, label in runs:
+        loaded, peak, sec = memory_run(size, tile)
         lines.append(
-            f"  {size}x{size}: models {loaded:.2f} GiB, peak {peak:.2f} GiB, "
-            f"above the models {peak - loaded:.2f} GiB ({sec:.0f} s)"
+            f"  {label}: models {loaded:.2f} GiB, peak {peak:.2f} GiB, working "
+            f"{peak - loaded:.2f} GiB ({sec:.0f} s)"
         )
-    a, b = (res[s][1] - res[s][0] for s in (512, 2048))
-    lines.append(f"  2048 / 512 working memory: {b / a:.2f}x for 16x the pixels")
     return lines
 
 
