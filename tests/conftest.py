@@ -20,4 +20,8 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from tests.sd_fixtures import stage_files, tiny_base_dir  # noqa: E402, F401 (session fixtures)
+from tests.sd_fixtures import (  # noqa: E402, F401 (session fixtures)
+    stage_files,
+    static_graphs,
+    tiny_base_dir,
+)

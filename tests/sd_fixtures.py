@@ -31,3 +31,17 @@ def stage_files(tiny_base_dir, tmp_path_factory):
         "g": g,
         "f": f,
     }
+
+
+@pytest.fixture(scope="session")
+def static_graphs(tiny_base_dir, stage_files, tmp_path_factory):
+    """Static fp16 64 x 64 graphs of the tiny two-stage pipeline (what engines are built from)."""
+    from ebir_fast.deploy.onnx_export import export_pipeline
+    from ebir_fast.pipeline import EBIRPipeline
+
+    pipe = EBIRPipeline.from_files(tiny_base_dir, stage_files["restorer"], stage_files["projector"])
+    out = tmp_path_factory.mktemp("onnx_static")
+    export_pipeline(
+        pipe, out, precision="fp16", image_size=(64, 64), check=False, log=lambda _: None
+    )
+    return out

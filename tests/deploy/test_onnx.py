@@ -88,20 +88,18 @@ def test_onnxruntime_lfo_reuses_the_encoder(exported):
         ort(torch.rand(1, 3, 64, 64), lfo=0, seed=1)
 
 
-def test_static_fp16_export(pipe, tmp_path):
-    reports = export_pipeline(
-        pipe, tmp_path, precision="fp16", image_size=(64, 64), check=False, log=lambda _: None
-    )
-    assert set(reports) == GRAPHS
-    model = onnx.load(str(tmp_path / "g_unet.onnx"))
+def test_static_fp16_export(static_graphs):
+    meta = json.loads((static_graphs / "graphs.json").read_text())
+    assert set(meta["graphs"]) == GRAPHS - {"tagger"}  # that pipeline's tagger is the null one
+    model = onnx.load(str(static_graphs / "g_unet.onnx"))
     latent = model.graph.input[0].type.tensor_type
     assert latent.elem_type == onnx.TensorProto.FLOAT16
     assert [d.dim_value for d in latent.shape.dim] == [1, 4, 8, 8]
-    meta = json.loads((tmp_path / "graphs.json").read_text())
     assert meta["image_size"] == [64, 64]
     assert meta["precision"] == "fp16"
+    assert meta["tagger"] == {"kind": "null"}
     with pytest.raises(ValueError, match="static"):
-        load_onnx_pipeline(tmp_path)
+        load_onnx_pipeline(static_graphs)
 
 
 def test_export_errors_leave_nothing_behind(pipe, tmp_path, monkeypatch):

@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 
-from ebir_fast.deploy.onnx_export import export_pipeline
 from ebir_fast.deploy.trt_build import BuildOptions, build_engine, build_engines, sha256_file
 from ebir_fast.deploy.trt_runtime import (
     EngineMismatchError,
@@ -15,19 +14,8 @@ from ebir_fast.deploy.trt_runtime import (
     load_trt_pipeline,
     plan_scratch,
 )
-from ebir_fast.pipeline import EBIRPipeline
 
 trt = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT for RTX builds the engines")
-
-
-@pytest.fixture(scope="module")
-def static_graphs(tiny_base_dir, stage_files, tmp_path_factory):
-    pipe = EBIRPipeline.from_files(tiny_base_dir, stage_files["restorer"], stage_files["projector"])
-    out = tmp_path_factory.mktemp("onnx_static")
-    export_pipeline(
-        pipe, out, precision="fp16", image_size=(64, 64), check=False, log=lambda _: None
-    )
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +64,7 @@ def test_build_errors(static_graphs, tmp_path):
 
 
 def test_dynamic_graphs_need_a_profile(tmp_path):
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU()).eval()
     x = torch.rand(2, 3, 16, 16)
     dims = ({0: torch.export.Dim("b", min=1, max=8)},)
     torch.onnx.export(
