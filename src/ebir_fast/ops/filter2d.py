@@ -50,7 +50,7 @@ def _filter2d_bwd_op(
     """(grad_x or an empty tensor, grad_kernels or an empty tensor)."""
     grad_x = torch.empty_like(grad) if need_x else grad.new_empty(0)
     grad_k = torch.empty_like(kernels) if need_k else kernels.new_empty(0)
-    launcher(backend).filter2d_bwd(
+    launcher(backend, "filter2d").filter2d_bwd(
         grad,
         x if need_k else None,
         kernels,
@@ -81,13 +81,6 @@ def _filter2d_backward(ctx, grad):
     need_x, need_k = ctx.needs_input_grad[:2]
     if not (need_x or need_k):
         return None, None, None, None
-    if ctx.backend == "triton":
-        # No Triton backward kernel yet: autograd through the reference, on the device.
-        with torch.enable_grad():
-            xs = (x if need_k else torch.zeros_like(grad)).detach().requires_grad_()
-            ks = kernels.detach().requires_grad_()
-            grad_x, grad_k = torch.autograd.grad(filter2d_reference(xs, ks, sizes), (xs, ks), grad)
-        return (grad_x if need_x else None), (grad_k if need_k else None), None, None
     empty = grad.new_empty(0)
     grad_x, grad_k = _filter2d_bwd_op(
         grad.contiguous(), x if need_k else empty, kernels, sizes, ctx.backend, need_x, need_k
