@@ -30,7 +30,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_pipeline import ChangingPrompts, build, photo
+from benchmarks.sd_random import timed
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "onnxruntime CPU benchmark"
@@ -48,15 +48,6 @@ GRAPHS = ("vae_encoder", "unet", "vae_decoder", "text_encoder", "tagger")
 #: times, the tagger on the input and on f's three LQ images (the last one prompts g), g once; one
 #: new prompt per pass.
 CALLS_LFO2 = {"vae_encoder": 2, "unet": 4, "vae_decoder": 4, "text_encoder": 4, "tagger": 4}
-
-
-def _best(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def _flops(fn) -> float:
@@ -71,7 +62,7 @@ def sgemm_rate(repeat: int = 5, n: int = 2048) -> float:
     """FLOP/s of an n^3 fp32 matmul here: the practical peak of this CPU at these threads."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
-    return 2 * n**3 / _best(lambda: a @ b, repeat)
+    return 2 * n**3 / timed(lambda: a @ b, repeat)
 
 
 def side_export(folder: Path, size: int) -> dict:
@@ -117,11 +108,11 @@ def side_torch(folder: Path, repeat: int) -> dict:
         "tagger": lambda: dape.model(i["pixels"]),
     }
     with torch.no_grad():
-        times = {k: _best(fn, repeat) for k, fn in fns.items()}
+        times = {k: timed(fn, repeat) for k, fn in fns.items()}
         flops = {k: _flops(fn) for k, fn in fns.items()}
         pipe.tagger = ChangingPrompts(dape)
         pipe(i["x"], lfo=0, tile=None)  # warm-up
-        e2e = _best(lambda: pipe(i["x"], lfo=2, tile=None), 1)
+        e2e = timed(lambda: pipe(i["x"], lfo=2, tile=None), 1)
         e2e_flops = _flops(lambda: pipe(i["x"], lfo=2, tile=None))
     return {
         "times": times,
@@ -147,10 +138,10 @@ def side_ort(folder: Path, repeat: int) -> dict:
     }
     for fn in fns.values():  # ONNX Runtime plans its memory on the first run
         fn()
-    times = {k: _best(fn, repeat) for k, fn in fns.items()}
+    times = {k: timed(fn, repeat) for k, fn in fns.items()}
     ort.tagger = ChangingPrompts(ort.tagger)
     ort(i["x"], lfo=0, tile=None)  # warm-up
-    return {"times": times, "e2e": _best(lambda: ort(i["x"], lfo=2, tile=None), 1)}
+    return {"times": times, "e2e": timed(lambda: ort(i["x"], lfo=2, tile=None), 1)}
 
 
 def _run_side(side: str, folder: Path, size: int, repeat: int) -> dict:
