@@ -56,11 +56,17 @@ def test_every_graph_is_exported_checked_and_matches_torch(exported):
     assert not [p for p in out.iterdir() if p.name.startswith(".export-")]
 
 
-def test_onnxruntime_pipeline_matches_torch(pipe, exported):
+@pytest.mark.parametrize("winograd", ["auto", 2, None])
+def test_onnxruntime_pipeline_matches_torch(pipe, exported, winograd):
     out, _ = exported
-    ort = load_onnx_pipeline(out, providers=["CPUExecutionProvider"])
+    ort = load_onnx_pipeline(out, providers=["CPUExecutionProvider"], winograd=winograd)
+    f = ort.projector
+    rewritten = f.decoder.winograd_convs, f.encoder.winograd_convs, f.unet.winograd_convs
+    # The tiny VAE's 32-channel convolutions are rewritten on the CPU provider ("auto": F(4));
+    # the UNet never is.
+    assert (rewritten[0] > 0, rewritten[1] > 0, rewritten[2]) == (winograd is not None,) * 2 + (0,)
     x = torch.rand(2, 3, 64, 128, generator=torch.Generator().manual_seed(0))
-    for k in (0, 2):
+    for k in (0, 2) if winograd != 2 else (2,):
         a, b = pipe(x, lfo=k, return_lq=True), ort(x, lfo=k, return_lq=True)
         assert a.prompts == b.prompts
         torch.testing.assert_close(b.images, a.images, atol=2e-4, rtol=0)
@@ -86,6 +92,8 @@ def test_onnxruntime_lfo_reuses_the_encoder(exported):
     assert ort(torch.rand(1, 3, 40, 72), lfo=0).images.shape == (1, 3, 40, 72)
     with pytest.raises(ValueError, match="posterior's mode"):
         ort(torch.rand(1, 3, 64, 64), lfo=0, seed=1)
+    with pytest.raises(ValueError, match="winograd: expected 2, 4, None or 'auto', got 3"):
+        load_onnx_pipeline(exported[0], providers=["CPUExecutionProvider"], winograd=3)
 
 
 def test_static_fp16_export(static_graphs):

@@ -21,6 +21,10 @@ import torch
 
 from ebir_fast.models.tiling import Tiling, tiled_map
 
+TWO_GB = 2**31 - 1
+#: The graphs the Winograd rewrite applies to: full-resolution 3x3 convolutions dominate them
+#: (the UNet runs at 1/8 resolution and is above protobuf's 2 GB once rewritten).
+WINOGRAD_GRAPHS = ("f_vae_encoder", "g_vae_encoder", "vae_decoder")
 _NP = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 
 
@@ -33,16 +37,42 @@ def default_providers() -> list[str]:
 
 
 class Graph:
-    """One ONNX Runtime session; torch tensors in and out, cast to the graph's input types."""
+    """One ONNX Runtime session; torch tensors in and out, cast to the graph's input types.
 
-    def __init__(self, path: Path, providers: Sequence[str], threads: int | None = None) -> None:
+    ``winograd``: rewrite the graph's 3x3 convolutions to Winograd F(m x m, 3 x 3) with this
+    tile (:mod:`ebir_fast.deploy.winograd`) before the session is made; ``winograd_convs`` says
+    how many were rewritten.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        providers: Sequence[str],
+        threads: int | None = None,
+        winograd: int | None = None,
+    ) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         if threads is not None:
             opts.intra_op_num_threads = threads
         self.path = path
-        self.session = ort.InferenceSession(str(path), opts, providers=list(providers))
+        self.winograd_convs = 0
+        source: str | bytes = str(path)
+        if winograd:
+            import onnx
+
+            from ebir_fast.deploy.winograd import rewrite
+
+            model, self.winograd_convs = rewrite(onnx.load(str(path)), winograd)
+            if model.ByteSize() > TWO_GB:
+                raise ValueError(
+                    f"winograd: {path.name} exceeds 2 GB once rewritten; rewrite only graphs "
+                    "below that (the VAE graphs)"
+                )
+            source = model.SerializeToString()
+            del model
+        self.session = ort.InferenceSession(source, opts, providers=list(providers))
         self.inputs = {i.name: _NP[i.type] for i in self.session.get_inputs()}
         self.calls = 0
 
@@ -173,9 +203,17 @@ class OrtDapeTagger:
 
 
 def load_onnx_pipeline(
-    folder: str | Path, providers: Sequence[str] | None = None, threads: int | None = None
+    folder: str | Path,
+    providers: Sequence[str] | None = None,
+    threads: int | None = None,
+    winograd: int | str | None = "auto",
 ):
-    """An :class:`~ebir_fast.pipeline.EBIRPipeline` running the graphs exported to ``folder``."""
+    """An :class:`~ebir_fast.pipeline.EBIRPipeline` running the graphs exported to ``folder``.
+
+    ``winograd``: the tile (2 or 4) of the Winograd rewrite of the fp32 VAE graphs' 3x3
+    convolutions, ``None`` for none, or ``"auto"``: F(4 x 4, 3 x 3) when the CPU provider runs
+    them (GPU providers choose their convolution algorithms themselves).
+    """
     from transformers import CLIPTokenizer
 
     from ebir_fast.deploy.onnx_export import FORMAT_NAME, FORMAT_VERSION
@@ -201,10 +239,22 @@ def load_onnx_pipeline(
             "dynamic graphs (image_size=None) for ONNX Runtime"
         )
     providers = list(providers) if providers is not None else default_providers()
+    if winograd == "auto":
+        winograd = 4 if providers[:1] == ["CPUExecutionProvider"] else None
+    elif winograd is not None and winograd not in (2, 4):
+        raise ValueError(f"winograd: expected 2, 4, None or 'auto', got {winograd!r}")
     missing = [g["file"] for g in meta["graphs"].values() if not (folder / g["file"]).is_file()]
     if missing:
         raise FileNotFoundError(f"folder: {folder} lacks {missing} named by graphs.json")
-    graphs = {n: Graph(folder / g["file"], providers, threads) for n, g in meta["graphs"].items()}
+    graphs = {
+        n: Graph(
+            folder / g["file"],
+            providers,
+            threads,
+            winograd if n in WINOGRAD_GRAPHS and meta["precision"] == "fp32" else None,
+        )
+        for n, g in meta["graphs"].items()
+    }
     tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))
     text = OrtPromptEncoder(tokenizer, graphs["text_encoder"], meta["text"]["max_length"])
     stages = {
