@@ -220,6 +220,7 @@ def rewrite(model, m: int = 4, min_channels: int = 32, separable: bool = False):
         count += 1
         p = fresh(f"{node.name or 'conv'}/winograd{m}")
         x, y = node.input[0], node.output[0]
+        has_bias = len(node.input) > 2 and bool(node.input[2])
         weight = numpy_helper.to_array(inits[node.input[1]])
         u = fresh(p + "/U")
         graph.initializer.append(numpy_helper.from_array(f32(filter_transform(weight, m)), u))
@@ -308,11 +309,11 @@ def rewrite(model, m: int = 4, min_channels: int = 32, separable: bool = False):
             helper.make_node(
                 "Slice",
                 [p + "/y4", const("zeros2", i64([0, 0])), p + "/hw", const("axes23", i64([2, 3]))],
-                [p + "/yc" if len(node.input) > 2 and node.input[2] else y],
+                [p + "/yc" if has_bias else y],
                 name=p + "/crop",
             ),
         ]
-        if len(node.input) > 2 and node.input[2]:
+        if has_bias:
             bias = numpy_helper.to_array(inits[node.input[2]]).astype(np.float32)
             b = fresh(p + "/bias")
             graph.initializer.append(numpy_helper.from_array(bias.reshape(-1, 1, 1), b))
