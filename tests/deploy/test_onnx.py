@@ -65,6 +65,8 @@ def test_onnxruntime_pipeline_matches_torch(pipe, exported, winograd):
     # The tiny VAE's 32-channel convolutions are rewritten on the CPU provider ("auto": F(4));
     # the UNet never is.
     assert (rewritten[0] > 0, rewritten[1] > 0, rewritten[2]) == (winograd is not None,) * 2 + (0,)
+    # The tagger's GELUs are fused on the CPU provider whatever the Winograd setting.
+    assert ort.tagger.graph.gelu_fusions > 0
     x = torch.rand(2, 3, 64, 128, generator=torch.Generator().manual_seed(0))
     for k in (0, 2) if winograd != 2 else (2,):
         a, b = pipe(x, lfo=k, return_lq=True), ort(x, lfo=k, return_lq=True)

@@ -25,6 +25,10 @@ TWO_GB = 2**31 - 1
 #: The graphs the Winograd rewrite applies to: full-resolution 3x3 convolutions dominate them
 #: (the UNet runs at 1/8 resolution and is above protobuf's 2 GB once rewritten).
 WINOGRAD_GRAPHS = ("f_vae_encoder", "g_vae_encoder", "vae_decoder")
+#: The graphs whose erf GELUs are fused (:mod:`ebir_fast.deploy.gelu`): the UNets' GELUs sit in
+#: graphs above protobuf's 2 GB, which cannot be rewritten in memory; the CLIP text encoder's
+#: are quick-GELUs (sigmoid), which ONNX Runtime fuses itself.
+GELU_GRAPHS = ("tagger",)
 _NP = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 
 
@@ -41,7 +45,8 @@ class Graph:
 
     ``winograd``: rewrite the graph's 3x3 convolutions to Winograd F(m x m, 3 x 3) with this
     tile (:mod:`ebir_fast.deploy.winograd`) before the session is made; ``winograd_convs`` says
-    how many were rewritten.
+    how many were rewritten. ``gelu``: fuse the exporter's erf GELUs into ONNX Runtime's ``Gelu``
+    (:mod:`ebir_fast.deploy.gelu`); ``gelu_fusions`` says how many.
     """
 
     def __init__(
@@ -50,6 +55,7 @@ class Graph:
         providers: Sequence[str],
         threads: int | None = None,
         winograd: int | None = None,
+        gelu: bool = False,
     ) -> None:
         import onnxruntime as ort
 
@@ -57,18 +63,25 @@ class Graph:
         if threads is not None:
             opts.intra_op_num_threads = threads
         self.path = path
-        self.winograd_convs = 0
+        self.winograd_convs = self.gelu_fusions = 0
         source: str | bytes = str(path)
-        if winograd:
+        if winograd or gelu:
             import onnx
 
-            from ebir_fast.deploy.winograd import rewrite
+            model = onnx.load(str(path))
+            if winograd:
+                from ebir_fast.deploy.winograd import rewrite
 
-            model, self.winograd_convs = rewrite(onnx.load(str(path)), winograd)
+                model, self.winograd_convs = rewrite(model, winograd)
+            if gelu:
+                from ebir_fast.deploy.gelu import fuse_gelu
+
+                model, self.gelu_fusions = fuse_gelu(model)
             if model.ByteSize() > TWO_GB:
                 raise ValueError(
-                    f"winograd: {path.name} exceeds 2 GB once rewritten; rewrite only graphs "
-                    "below that (the VAE graphs)"
+                    f"{'winograd' if winograd else 'gelu'}: {path.name} exceeds 2 GB once "
+                    f"rewritten; rewrite only graphs below that ({', '.join(WINOGRAD_GRAPHS)}, "
+                    f"{', '.join(GELU_GRAPHS)})"
                 )
             source = model.SerializeToString()
             del model
@@ -212,7 +225,8 @@ def load_onnx_pipeline(
 
     ``winograd``: the tile (2 or 4) of the Winograd rewrite of the fp32 VAE graphs' 3x3
     convolutions, ``None`` for none, or ``"auto"``: F(4 x 4, 3 x 3) when the CPU provider runs
-    them (GPU providers choose their convolution algorithms themselves).
+    them (GPU providers choose their convolution algorithms themselves). The fp32 tagger's GELUs
+    are fused for the CPU provider too (:mod:`ebir_fast.deploy.gelu`).
     """
     from transformers import CLIPTokenizer
 
@@ -239,19 +253,22 @@ def load_onnx_pipeline(
             "dynamic graphs (image_size=None) for ONNX Runtime"
         )
     providers = list(providers) if providers is not None else default_providers()
+    on_cpu = providers[:1] == ["CPUExecutionProvider"]
     if winograd == "auto":
-        winograd = 4 if providers[:1] == ["CPUExecutionProvider"] else None
+        winograd = 4 if on_cpu else None
     elif winograd is not None and winograd not in (2, 4):
         raise ValueError(f"winograd: expected 2, 4, None or 'auto', got {winograd!r}")
     missing = [g["file"] for g in meta["graphs"].values() if not (folder / g["file"]).is_file()]
     if missing:
         raise FileNotFoundError(f"folder: {folder} lacks {missing} named by graphs.json")
+    fp32 = meta["precision"] == "fp32"
     graphs = {
         n: Graph(
             folder / g["file"],
             providers,
             threads,
-            winograd if n in WINOGRAD_GRAPHS and meta["precision"] == "fp32" else None,
+            winograd if n in WINOGRAD_GRAPHS and fp32 else None,
+            gelu=on_cpu and fp32 and n in GELU_GRAPHS,
         )
         for n, g in meta["graphs"].items()
     }
