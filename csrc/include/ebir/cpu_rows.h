@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cstdint>
-#include <cstring>
 
 #include "ebir/common.h"
 #include "ebir/view.h"

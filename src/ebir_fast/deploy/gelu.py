@@ -16,10 +16,14 @@ ONNX Runtime sessions only and the exported files are left portable.
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ebir_fast.deploy.winograd import prune_initializers
+
+if TYPE_CHECKING:
+    import onnx
 
 SQRT2 = float(np.sqrt(2.0))
 
@@ -42,7 +46,7 @@ def _other(node, name: str) -> str | None:
     return ins[1] if ins[0] == name else ins[0]
 
 
-def fuse_gelu(model):
+def fuse_gelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """Rewrite every ``x * ((1 + erf(x / sqrt 2)) * 0.5)`` (either order of the two final Muls)
     to ``com.microsoft.Gelu(x)``, in place; returns ``(model, number of GELUs fused)``."""
     from onnx import helper
@@ -69,9 +73,7 @@ def fuse_gelu(model):
         if erf.op_type != "Erf":
             continue
         div = producer.get(erf.input[0])
-        if div is None or div.op_type != "Div" or div.output[0] in outputs:
-            continue
-        if len(consumers[div.output[0]]) != 1:
+        if div is None or div.op_type != "Div" or only_consumer(div, "Erf") is not erf:
             continue
         c = _scalar(inits, div.input[1])
         if c is None or abs(c - SQRT2) > 1e-6:
@@ -81,12 +83,9 @@ def fuse_gelu(model):
         if add is None or _scalar(inits, _other(add, erf.output[0]) or "") != 1.0:
             continue
         first = only_consumer(add, "Mul")
-        if first is None:
+        last = only_consumer(first, "Mul") if first is not None else None
+        if last is None:
             continue
-        last = consumers[first.output[0]]
-        if len(last) != 1 or last[0].op_type != "Mul" or first.output[0] in outputs:
-            continue
-        last = last[0]
         pair = {_other(first, add.output[0]), _other(last, first.output[0])}
         half = [p for p in pair if p != x]
         if x not in pair or len(half) != 1 or _scalar(inits, half[0]) != 0.5:
