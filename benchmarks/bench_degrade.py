@@ -12,6 +12,7 @@ Run: ``python -m pytest benchmarks/bench_degrade.py`` or ``python benchmarks/ben
 
 from __future__ import annotations
 
+import resource
 import sys
 import time
 from pathlib import Path
@@ -75,6 +76,13 @@ def median_ms(run, repeats: int = 5) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def page_faults(run) -> int:
+    """Minor page faults of one call (fresh memory being mapped in, a cost of the allocator)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    run()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
 def compare(preset: str, images: torch.Tensor, repeats: int = 5) -> dict:
     degrader = create_degrader(preset)
     params = degrader.sample(
@@ -90,6 +98,7 @@ def compare(preset: str, images: torch.Tensor, repeats: int = 5) -> dict:
 
     result = {"ours_ms": median_ms(ours, repeats), "baseline_ms": median_ms(baseline, repeats)}
     result["ratio"] = result["baseline_ms"] / result["ours_ms"]
+    result["faults_ours"], result["faults_baseline"] = page_faults(ours), page_faults(baseline)
     result["stages_ours_ms"] = stage_times(ours)
     result["stages_baseline_ms"] = stage_times(baseline)
     return result
@@ -107,7 +116,8 @@ def table(preset: str, r: dict, batch: int) -> list[str]:
     lines = [
         f"{preset}: {batch} x 3 x {SIZE} x {SIZE}: ours {r['ours_ms']:.0f} ms "
         f"({1000 * batch / r['ours_ms']:.1f} img/s), per-image baseline {r['baseline_ms']:.0f} ms "
-        f"({1000 * batch / r['baseline_ms']:.1f} img/s): {r['ratio']:.1f}x (goal {GOAL:.0f}x)",
+        f"({1000 * batch / r['baseline_ms']:.1f} img/s): {r['ratio']:.1f}x (goal {GOAL:.0f}x); "
+        f"page faults per call {r['faults_ours']} vs {r['faults_baseline']}",
         "| stage | ours ms | baseline ms | ratio |",
         "|---|---|---|---|",
     ]

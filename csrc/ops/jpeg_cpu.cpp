@@ -87,14 +87,6 @@ EBIR_CLONES void roundtrip_block(const Dct<double>& d, const double* q, double* 
   roundtrip_block_impl<double>(d, q, blk, s);
 }
 
-// min(max(v, lo), hi) lane by lane, NaN passing through as std::min / std::max pass it.
-template <class T>
-EBIR_INLINE Vec<T> clamp(Vec<T> v, T lo, T hi) {
-  const Vec<T> l = lo + Vec<T>{}, u = hi + Vec<T>{};
-  v = v < l ? l : v;
-  return u < v ? u : v;
-}
-
 // Lanes 2i and 2i + 1 of the pair (lo, hi): the even and the odd columns of 2L values.
 template <class T>
 EBIR_INLINE void deinterleave(Vec<T> lo, Vec<T> hi, Vec<T>* even, Vec<T>* odd) {
@@ -138,7 +130,7 @@ EBIR_INLINE void mcu_row_impl(const JpegArgs& a, const Dct<T>& d, int64_t b, int
       T* dst = in.data() + (c * 16 + i) * w16;
       load_row_op<T, false>(a.x, b, c, std::min(y0 + i, h - 1), w, dst);
       for (int64_t j = w; j < w16; ++j) dst[j] = dst[w - 1];
-      for (int64_t j = 0; j < w16; j += L) vstore(dst + j, clamp<T>(vload(dst + j), 0, 1) * T(255));
+      for (int64_t j = 0; j < w16; j += L) vstore(dst + j, vclamp<T>(vload(dst + j), 0, 1) * T(255));
     }
   T ycc[3][16][16], chroma[2][8][8];
   for (int64_t x0 = 0; x0 < w; x0 += 16) {
@@ -186,7 +178,7 @@ EBIR_INLINE void mcu_row_impl(const JpegArgs& a, const Dct<T>& d, int64_t b, int
         uint8_t* pass = a.pass + ((b * 3 + o) * a.H + y0 + i) * a.W;
         for (int64_t j = 0; j < w; ++j) pass[j] = (v[j] >= T(0) && v[j] <= T(255)) ? 1 : 0;
       }
-      for (int64_t j = 0; j < w16; j += L) vstore(v + j, clamp<T>(vload(v + j), 0, 255) / T(255));
+      for (int64_t j = 0; j < w16; j += L) vstore(v + j, vclamp<T>(vload(v + j), 0, 255) / T(255));
       std::fill(v + w, v + a.W, T(0));  // columns past the extent
       store_row(a.out, b, o, y0 + i, a.W, v, T(1), false);
     }

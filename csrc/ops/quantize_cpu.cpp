@@ -18,8 +18,14 @@ using namespace cpu;
 // The file is compiled without FMA contraction, so the product is rounded before the addition.
 template <class T>
 EBIR_INLINE void quantize_row_impl(T* v, int64_t n) {
+  constexpr int64_t L = int64_t(sizeof(Vec<T>) / sizeof(T));
   const T magic = sizeof(T) == 4 ? T(8388608.0) : T(4503599627370496.0);
-  for (int64_t j = 0; j < n; ++j) {
+  int64_t j = 0;
+  for (; j + L <= n; j += L) {
+    const Vec<T> scaled = vclamp<T>(vload(v + j), 0, 1) * T(255);
+    vstore(v + j, ((scaled + magic) - magic) / T(255));
+  }
+  for (; j < n; ++j) {
     const T scaled = std::min(std::max(v[j], T(0)), T(1)) * T(255);
     v[j] = ((scaled + magic) - magic) / T(255);
   }

@@ -60,6 +60,15 @@ EBIR_INLINE void vstore(T* p, Vec<T> v) {
   *reinterpret_cast<typename VecOf<T>::unaligned*>(p) = v;
 }
 
+// min(max(v, lo), hi) lane by lane, NaN passing through as std::min / std::max pass it. Written
+// out because GCC keeps std::min / std::max loops over floats scalar (their NaN rules).
+template <class T>
+EBIR_INLINE Vec<T> vclamp(Vec<T> v, T lo, T hi) {
+  const Vec<T> l = lo + Vec<T>{}, u = hi + Vec<T>{};
+  v = v < l ? l : v;
+  return u < v ? u : v;
+}
+
 // ---- strided row access ---------------------------------------------------------------------------
 
 inline int64_t row_offset(const View4& v, int64_t b, int64_t c, int64_t h) {

@@ -4,9 +4,28 @@ from __future__ import annotations
 
 import torch
 
-from ebir_fast._ext import DTYPE_CODES, extension
+from ebir_fast._ext import DTYPE_CODES, extension, extension_error
 
 _NONE = (0, 0, (0, 0, 0, 0))
+
+#: Outputs from this size up are put on huge pages (see :func:`empty_like`).
+HUGE_PAGE_MIN_BYTES = 4 << 20
+
+
+def empty_like(x: torch.Tensor, *size: int) -> torch.Tensor:
+    """``torch.empty_like(x)`` (``x.new_empty(size)`` when ``size`` is given), advised onto 2 MiB
+    pages when it is a large CPU block.
+
+    glibc maps a block above its mmap threshold (at most 32 MiB) afresh on every allocation, and a
+    batch of images is that large: writing it then costs one page fault per 4 KiB, which measured
+    ~40% of a degradation pipeline's time. With ``MADV_HUGEPAGE`` the same block faults in 2 MiB
+    pages (Linux's transparent huge pages in their default "madvise" mode), 512x fewer faults;
+    elsewhere this is a no-op.
+    """
+    t = x.new_empty(size) if size else torch.empty_like(x)
+    if t.device.type == "cpu" and t.nbytes >= HUGE_PAGE_MIN_BYTES and extension_error("_C") is None:
+        extension("_C").advise_huge_pages(t.data_ptr(), t.nbytes)
+    return t
 
 
 def view(t: torch.Tensor | None) -> tuple[int, int, tuple[int, ...]]:

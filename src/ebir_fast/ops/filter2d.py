@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ebir_fast.ops import _cpu
 from ebir_fast.ops._dispatch import launcher, resolve_backend
 from ebir_fast.ops._gaussian import accumulation_dtype, check_image
 from ebir_fast.ops._ragged import check_kernels, check_sizes
@@ -27,7 +28,7 @@ FILTER2D_BACKENDS = ("cuda", "triton", "cpu", "reference")
 def _filter2d_fwd_op(
     x: torch.Tensor, kernels: torch.Tensor, sizes: torch.Tensor, backend: str
 ) -> torch.Tensor:
-    out = torch.empty_like(x)
+    out = _cpu.empty_like(x)
     launcher(backend, "filter2d").filter2d_fwd(x, kernels, sizes, out)
     return out
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ebir_fast.ops import _cpu
 from ebir_fast.ops._dispatch import launcher, resolve_backend
 from ebir_fast.ops._gaussian import accumulation_dtype
 from ebir_fast.ops._ragged import check_quality, check_rgb, check_sizes
@@ -32,7 +33,7 @@ def _jpeg_fwd_op(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(the round trip, zero outside the extents; the clamp's pass mask or an empty tensor)."""
     # The CPU kernel writes every element; the CUDA kernel only the extents.
-    out = torch.empty_like(x) if backend == "cpu" else torch.zeros_like(x)
+    out = _cpu.empty_like(x) if backend == "cpu" else torch.zeros_like(x)
     mask = x.new_zeros(x.shape if with_mask else (0,), dtype=torch.uint8)
     launcher(backend).jpeg_fwd(x, tables, sizes, out, mask if with_mask else None)
     return out, mask

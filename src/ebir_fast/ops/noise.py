@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ebir_fast.ops import _cpu
 from ebir_fast.ops._dispatch import launcher, resolve_backend
 from ebir_fast.ops._gaussian import check_image
 from ebir_fast.ops._ragged import check_sizes
@@ -69,7 +70,7 @@ def _add_noise_op(
     backend: str,
     with_mask: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    out = torch.empty_like(x)
+    out = _cpu.empty_like(x)
     mask = x.new_empty(x.shape if with_mask else (0,), dtype=torch.uint8)
     args, _keep = _native_args(x, sizes, kind, gray, sigma, scale, vals, seed)
     launcher(backend).add_noise(args, x, out, mask if with_mask else None)

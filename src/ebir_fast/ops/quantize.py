@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ebir_fast.ops import _cpu
 from ebir_fast.ops._dispatch import resolve_backend
 from ebir_fast.ops._gaussian import check_image
 from ebir_fast.ops.reference import quantize_8bit_reference
@@ -30,6 +31,6 @@ def quantize_8bit(x: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:  #
     from ebir_fast._ext import extension
     from ebir_fast.ops._cpu import view
 
-    out = torch.empty_like(x)
+    out = _cpu.empty_like(x)
     extension("_C").quantize_8bit(tuple(x.shape), view(x), view(out), torch.get_num_threads())
     return out

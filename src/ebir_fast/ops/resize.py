@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ebir_fast.ops import _cpu
 from ebir_fast.ops._dispatch import resolve_backend
 from ebir_fast.ops._gaussian import check_image
 from ebir_fast.ops._ragged import check_sizes
@@ -58,7 +59,7 @@ def resize_ragged(
     from ebir_fast.ops._cpu import view
 
     out_h, out_w = int(out_sizes[:, 0].max()), int(out_sizes[:, 1].max())
-    out = x.new_empty(x.shape[0], x.shape[1], out_h, out_w)
+    out = _cpu.empty_like(x, x.shape[0], x.shape[1], out_h, out_w)
     sizes, out_sizes, modes = sizes.contiguous(), out_sizes.contiguous(), modes.contiguous()
     extension("_C").resize(
         (*x.shape, out_h, out_w),
