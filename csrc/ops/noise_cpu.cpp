@@ -11,6 +11,7 @@
 #include "ebir/cpu_rows.h"
 #include "ebir/noise.h"
 #include "ebir/noise_elements.h"
+#include "ebir/poisson_guide.h"
 
 namespace ebir {
 namespace {
@@ -64,7 +65,18 @@ EBIR_INLINE void level_row_impl(const NoiseArgs& a, int64_t b, int64_t c, int64_
   } else {
     load_row_op<float, false>(a.x, b, c, y, n, buf);
   }
-  for (int64_t x = 0; x < n; ++x) {
+  // round(clamp(v) * 255) in vector registers: 2^23 added and removed rounds ties to even, as
+  // nearbyint does (a libm call per element otherwise), and the integral result converts exactly.
+  typedef int32_t Ints __attribute__((vector_size(32)));
+  typedef int32_t IntsOut __attribute__((vector_size(32), aligned(4), may_alias));
+  constexpr float kMagic = 8388608.0f;
+  int64_t x = 0;
+  for (; x + 8 <= n; x += 8) {
+    const Vec<float> v = vclamp<float>(vload(buf + x), 0.0f, 1.0f) * 255.0f;
+    const Ints k = __builtin_convertvector((v + kMagic) - kMagic, Ints);
+    *reinterpret_cast<IntsOut*>(levels + x) = k;
+  }
+  for (; x < n; ++x) {
     const float v = std::min(std::max(buf[x], 0.0f), 1.0f);
     levels[x] = int32_t(std::nearbyint(v * 255.0f));
   }
@@ -79,18 +91,9 @@ template <class T>
 void apply_impl(const NoiseArgs& a, int threads) {
   const uint64_t key_g = stream_key(a.seed_gauss), key_p = stream_key(a.seed_poisson);
   const int64_t rows = a.B * a.C * a.H;
-  // Guide table: for each CDF row, the first k with cdf[k] > g / G, where a short linear walk for
-  // u in [g / G, (g + 1) / G) starts (a binary search over the row costs several cache misses).
-  constexpr int G = 64;
   int64_t tables = 0;
   for (int64_t b = 0; b < a.B; ++b) tables = std::max(tables, a.table_of_sample[b] + 1);
-  std::vector<int32_t> guide(size_t(tables * 256 * G));
-  for (int64_t row = 0; row < tables * 256; ++row) {
-    const double* cdf = a.cdf + row * a.length;
-    for (int g = 0; g < G; ++g)
-      guide[size_t(row * G + g)] =
-          int32_t(std::upper_bound(cdf, cdf + a.length - 1, double(g) / G) - cdf);
-  }
+  const std::vector<int32_t> guide = poisson_guide(a.cdf, tables * 256, a.length, threads);
   std::vector<double> z(size_t(a.W)), us(size_t(a.W));
   std::vector<T> rowbuf(size_t(a.W)), sums(size_t(a.W));
   std::vector<float> lum(size_t(3 * a.W));
@@ -121,16 +124,18 @@ void apply_impl(const NoiseArgs& a, int threads) {
         for (int64_t x = 0; x < w; ++x) {
           const int level = levels[size_t(x)];
           const double u = z[size_t(x)];
-          const double* cdf = a.cdf + (table + level) * a.length;
-          int64_t k = guide[size_t((table + level) * G + int(u * G))];
-          while (k < a.length - 1 && cdf[k] <= u) ++k;
+          const int64_t k =
+              poisson_invert(a.cdf + (table + level) * a.length,
+                             guide.data() + (table + level) * kPoissonGuide, a.length, u);
           s[x] = s[x] + mul_rn(T(float(k)) / vals - T(level) / T(255), scale);
         }
       }
-      for (int64_t x = 0; x < w; ++x) {
-        out_row[x] = s[x] < T(0) ? T(0) : (s[x] > T(1) ? T(1) : s[x]);
-        if (pass) pass[x] = (s[x] >= T(0) && s[x] <= T(1)) ? 1 : 0;
-      }
+      if (pass)
+        for (int64_t x = 0; x < w; ++x) pass[x] = (s[x] >= T(0) && s[x] <= T(1)) ? 1 : 0;
+      constexpr int64_t L = int64_t(sizeof(Vec<T>) / sizeof(T));
+      int64_t x = 0;
+      for (; x + L <= w; x += L) vstore(out_row + x, vclamp<T>(vload(s + x), T(0), T(1)));
+      for (; x < w; ++x) out_row[x] = s[x] < T(0) ? T(0) : (s[x] > T(1) ? T(1) : s[x]);
     }
     store_row(a.out, b, c, y, a.W, out_row, T(1), false);
   }

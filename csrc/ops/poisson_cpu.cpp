@@ -1,8 +1,7 @@
 // Poisson sampling by inversion against precomputed CDF tables: the shot noise of the degradation,
 // whose rates take few distinct values (an 8-bit level times a per-sample power of two). Element e
 // draws u = counter_uniform(key, offset + e) and returns the smallest k with cdf[k] > u, found by a
-// short linear walk from a guide table (the first k with cdf[k] > g / G for the bucket g of u), which
-// keeps the search within a few cache lines instead of a binary search over the whole row.
+// short walk from a guide table (ebir/poisson_guide.h).
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -11,33 +10,24 @@
 #include "ebir/counter_rng.h"
 #include "ebir/cpu_rows.h"
 #include "ebir/poisson.h"
+#include "ebir/poisson_guide.h"
 
 namespace ebir {
 
 void poisson_levels_cpu(const PoissonArgs& a, int num_threads) {
   if (a.length < 1) throw std::invalid_argument("poisson: table length must be >= 1");
-  constexpr int G = 64;
   const uint64_t key = stream_key(a.seed);
   const int64_t per_sample = a.numel / a.batch;
   int64_t tables = 0;
   for (int64_t b = 0; b < a.batch; ++b) tables = std::max(tables, a.table_of_sample[b] + 1);
   const int threads = cpu::resolve_threads(num_threads);
-  std::vector<int32_t> guide(size_t(tables * 256 * G));
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t row = 0; row < tables * 256; ++row) {
-    const double* cdf = a.cdf + row * a.length;
-    for (int g = 0; g < G; ++g)
-      guide[size_t(row * G + g)] =
-          int32_t(std::upper_bound(cdf, cdf + a.length - 1, double(g) / G) - cdf);
-  }
+  const std::vector<int32_t> guide = poisson_guide(a.cdf, tables * 256, a.length, threads);
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t e = 0; e < a.numel; ++e) {
     const int64_t row = a.table_of_sample[e / per_sample] * 256 + int(a.levels[e]);
-    const double* cdf = a.cdf + row * a.length;
     const double u = counter_uniform(key, a.offset + uint64_t(e));
-    int64_t k = guide[size_t(row * G + int(u * G))];
-    while (k < a.length - 1 && cdf[k] <= u) ++k;
-    a.counts[e] = float(k);
+    a.counts[e] = float(
+        poisson_invert(a.cdf + row * a.length, guide.data() + row * kPoissonGuide, a.length, u));
   }
 }
 
