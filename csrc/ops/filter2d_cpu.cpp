@@ -147,23 +147,6 @@ EBIR_INLINE void add_row_impl(T* dst, const T* src, int64_t n) {
   for (; j < n; ++j) dst[j] += src[j];
 }
 
-// out[j] = sum_{i < n_rows} w[i] rows[i][j]: the vertical pass of a separable kernel.
-template <class T>
-EBIR_INLINE void combine_rows_impl(const T* const* rows, const T* w, int n_rows, int64_t n, T* out) {
-  constexpr int L = int(sizeof(Vec<T>) / sizeof(T));
-  int64_t j = 0;
-  for (; j + L <= n; j += L) {
-    Vec<T> acc = {};
-    for (int i = 0; i < n_rows; ++i) acc += w[i] * vload(rows[i] + j);
-    vstore(out + j, acc);
-  }
-  for (; j < n; ++j) {
-    T acc = T(0);
-    for (int i = 0; i < n_rows; ++i) acc += w[i] * rows[i][j];
-    out[j] = acc;
-  }
-}
-
 EBIR_CLONES void combine_rows(const float* const* rows, const float* w, int m, int64_t n,
                               float* out) {
   combine_rows_impl<float>(rows, w, m, n, out);

@@ -1,5 +1,5 @@
-// CPU kernel of the ragged resize (ebir/resize.h). A task is one output row of one plane; the
-// column taps (indices and weights) of each sample are computed once per call. Arithmetic in float
+// CPU kernel of the ragged resize (ebir/resize.h). A task is a band of output rows of one plane;
+// the column taps (indices and weights) of each sample are computed once per call. Arithmetic in float
 // (double for float64 inputs), in the order torch's CPU kernels use where it is cheap to follow;
 // results agree with F.interpolate to float rounding.
 #include <algorithm>
@@ -74,18 +74,28 @@ struct ColumnTaps {
   int n = 0;
   std::vector<int32_t> index;
   std::vector<T> weight;
+  std::vector<int32_t> start, stop;  // area: the window [start, stop) of each output column
 };
 
-// out[o] = sum_k weight[k][o] * src[index[k][o]], taps in order k = 0, 1, ...
+// out[o] = sum_k weight[k][o] * src[index[k][o]], taps in order k = 0, 1, ..., each output summed
+// in a register (N = n taps as a constant, so the loop over them unrolls).
+template <class T, int N>
+EBIR_INLINE void gather_taps(const T* src, const int32_t* index, const T* weight, int64_t ow,
+                             T* out) {
+  for (int64_t o = 0; o < ow; ++o) {
+    T acc = weight[o] * src[index[o]];
+    for (int k = 1; k < N; ++k) acc += weight[k * ow + o] * src[index[k * ow + o]];
+    out[o] = acc;
+  }
+}
+
 template <class T>
 EBIR_INLINE void gather_row_impl(const T* src, const int32_t* index, const T* weight, int n,
                                  int64_t ow, T* out) {
-  for (int64_t o = 0; o < ow; ++o) out[o] = weight[o] * src[index[o]];
-  for (int k = 1; k < n; ++k) {
-    const int32_t* ik = index + k * ow;
-    const T* wk = weight + k * ow;
-    for (int64_t o = 0; o < ow; ++o) out[o] += wk[o] * src[ik[o]];
-  }
+  if (n == 2)
+    gather_taps<T, 2>(src, index, weight, ow, out);
+  else
+    gather_taps<T, 4>(src, index, weight, ow, out);
 }
 
 EBIR_CLONES void gather_row(const float* src, const int32_t* index, const float* weight, int n,
@@ -97,14 +107,34 @@ EBIR_CLONES void gather_row(const double* src, const int32_t* index, const doubl
   gather_row_impl(src, index, weight, n, ow, out);
 }
 
+EBIR_CLONES void combine_rows(const float* const* rows, const float* w, int m, int64_t n,
+                              float* out) {
+  combine_rows_impl<float>(rows, w, m, n, out);
+}
+EBIR_CLONES void combine_rows(const double* const* rows, const double* w, int m, int64_t n,
+                              double* out) {
+  combine_rows_impl<double>(rows, w, m, n, out);
+}
+
+// Output rows per task: a band shares the horizontally resampled input rows it reads.
+constexpr int64_t kBand = 64;
+
 template <class T>
 void impl(const ResizeArgs& a, int threads) {
   // Column taps per sample (interpolating modes; area uses its windows directly).
   std::vector<ColumnTaps<T>> col_taps(a.B);
   for (int64_t b = 0; b < a.B; ++b) {
     const int64_t w = a.sizes[2 * b + 1], ow = a.out_sizes[2 * b + 1];
-    if (a.modes[b] == 0) continue;
     ColumnTaps<T>& ct = col_taps[b];
+    if (a.modes[b] == 0) {  // two integer divisions per column, once per call, not per row
+      ct.start.resize(size_t(ow));
+      ct.stop.resize(size_t(ow));
+      for (int64_t o = 0; o < ow; ++o) {
+        ct.start[size_t(o)] = int32_t(window_start(o, ow, w));
+        ct.stop[size_t(o)] = int32_t(window_end(o, ow, w));
+      }
+      continue;
+    }
     ct.n = a.modes[b] == 1 ? 2 : 4;
     ct.index.resize(size_t(ct.n * ow));
     ct.weight.resize(size_t(ct.n * ow));
@@ -116,31 +146,59 @@ void impl(const ResizeArgs& a, int threads) {
       }
     }
   }
-  const int64_t tasks = a.B * a.C * a.OH;
+  const int64_t bands = (a.OH + kBand - 1) / kBand, tasks = a.B * a.C * bands;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<T> rows_buf, line, out_row(a.OW);
-#pragma omp for schedule(dynamic, 8)
+    std::vector<T> rows_buf, line, out_row(a.OW), hbuf;
+    std::vector<const T*> hrows;
+#pragma omp for schedule(dynamic, 2)
     for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t oy = task % a.OH, plane = task / a.OH, b = plane / a.C, c = plane % a.C;
+      const int64_t plane = task / bands, b = plane / a.C, c = plane % a.C;
       const int64_t h = a.sizes[2 * b], w = a.sizes[2 * b + 1];
       const int64_t oh = a.out_sizes[2 * b], ow = a.out_sizes[2 * b + 1];
-      std::fill(out_row.begin(), out_row.end(), T(0));
-      if (oy < oh) {
-        line.resize(size_t(w));
-        if (a.modes[b] == 0) {
-          const int64_t y0 = window_start(oy, oh, h), y1 = window_end(oy, oh, h);
+      const int64_t y0 = (task % bands) * kBand, y1 = std::min(a.OH, y0 + kBand);
+      const int64_t y_end = std::min(y1, oh);
+      line.resize(size_t(w));
+      const ColumnTaps<T>& ct = col_taps[b];
+      // Interpolating modes without a vertical reduction: every input row the band reads is
+      // resampled horizontally once (the gathers are the costly part; an upscale re-reads each
+      // row for several output rows), then each output row is a vector sum of n of them.
+      const bool rows_first = a.modes[b] != 0 && oh >= h && y0 < y_end;
+      int64_t r0 = 0;
+      if (rows_first) {
+        const Taps<T> first = taps_of<T>(int(a.modes[b]), y0, h, oh);
+        const Taps<T> last = taps_of<T>(int(a.modes[b]), y_end - 1, h, oh);
+        r0 = first.index[0];
+        const int64_t r1 = last.index[last.n - 1];
+        hbuf.resize(size_t((r1 - r0 + 1) * ow));
+        for (int64_t r = r0; r <= r1; ++r) {
+          load_row_op<T, false>(a.x, b, c, r, w, line.data());
+          gather_row(line.data(), ct.index.data(), ct.weight.data(), ct.n, ow,
+                     hbuf.data() + (r - r0) * ow);
+        }
+      }
+      for (int64_t oy = y0; oy < y1; ++oy) {
+        std::fill(out_row.begin() + (oy < y_end ? ow : 0), out_row.end(), T(0));
+        if (oy >= y_end) {
+          // past the sample's extent: zeros
+        } else if (a.modes[b] == 0) {
+          const int64_t wy0 = window_start(oy, oh, h), wy1 = window_end(oy, oh, h);
           rows_buf.assign(size_t(w), T(0));
-          for (int64_t y = y0; y < y1; ++y) {
+          for (int64_t y = wy0; y < wy1; ++y) {
             load_row_op<T, false>(a.x, b, c, y, w, line.data());
             for (int64_t x = 0; x < w; ++x) rows_buf[size_t(x)] += line[size_t(x)];
           }
           for (int64_t ox = 0; ox < ow; ++ox) {
-            const int64_t x0 = window_start(ox, ow, w), x1 = window_end(ox, ow, w);
+            const int64_t x0 = ct.start[size_t(ox)], x1 = ct.stop[size_t(ox)];
             T sum = T(0);
             for (int64_t x = x0; x < x1; ++x) sum += rows_buf[size_t(x)];
-            out_row[size_t(ox)] = sum / T((y1 - y0) * (x1 - x0));
+            out_row[size_t(ox)] = sum / T((wy1 - wy0) * (x1 - x0));
           }
+        } else if (rows_first) {
+          const Taps<T> ty = taps_of<T>(int(a.modes[b]), oy, h, oh);
+          hrows.resize(size_t(ty.n));
+          for (int k = 0; k < ty.n; ++k) hrows[k] = hbuf.data() + (ty.index[k] - r0) * ow;
+          combine_rows(hrows.data(), ty.weight, ty.n, ow, out_row.data());
         } else {
           const Taps<T> ty = taps_of<T>(int(a.modes[b]), oy, h, oh);
           rows_buf.assign(size_t(w), T(0));  // the vertical combination, then the horizontal
@@ -149,11 +207,10 @@ void impl(const ResizeArgs& a, int threads) {
             const T wk = ty.weight[k];
             for (int64_t x = 0; x < w; ++x) rows_buf[size_t(x)] += wk * line[size_t(x)];
           }
-          const ColumnTaps<T>& ct = col_taps[b];
           gather_row(rows_buf.data(), ct.index.data(), ct.weight.data(), ct.n, ow, out_row.data());
         }
+        store_row(a.out, b, c, oy, a.OW, out_row.data(), T(1), false);
       }
-      store_row(a.out, b, c, oy, a.OW, out_row.data(), T(1), false);
     }
   }
 }

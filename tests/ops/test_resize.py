@@ -36,6 +36,27 @@ def test_matches_interpolate_per_sample(backend, mode, dtype):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", [0, 1, 2], ids=["area", "bilinear", "bicubic"])
+def test_large_upscale_across_row_bands(backend, mode):
+    # The CPU kernel resamples an upscale's input rows once per band of output rows: many bands,
+    # each starting mid-way between input rows, and a sample that is still downscaled.
+    x = torch.rand(2, 3, 60, 13, generator=torch.Generator().manual_seed(1))
+    sizes, out = torch.tensor([[9, 13], [60, 11]]), torch.tensor([[203, 150], [31, 40]])
+    y = resize_ragged(x, sizes, out, torch.full((2,), mode), backend=backend)
+    for b in range(2):
+        (h, w), (oh, ow) = sizes[b].tolist(), out[b].tolist()
+        src = x[b : b + 1, :, :h, :w]
+        if mode == 0:
+            want = F.adaptive_avg_pool2d(src, (oh, ow))
+        else:
+            name = ("bilinear", "bicubic")[mode - 1]
+            want = F.interpolate(src, size=(oh, ow), mode=name, align_corners=False)
+        assert_close(y[b : b + 1, :, :oh, :ow], want, torch.float32)
+        assert y[b, :, oh:].abs().sum() == 0
+        assert y[b, :, :, ow:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_mixed_modes_strided_input_and_identity(backend):
     x = torch.rand(3, 3, 20, 30).contiguous(memory_format=torch.channels_last)
     sizes = torch.tensor([[20, 30], [11, 13], [20, 30]])

@@ -69,6 +69,24 @@ EBIR_INLINE Vec<T> vclamp(Vec<T> v, T lo, T hi) {
   return u < v ? u : v;
 }
 
+// out[j] = sum_{i < n_rows} w[i] rows[i][j], summed in i order: a vertical filter pass (each .cpp
+// that uses it wraps it in its own EBIR_CLONES function).
+template <class T>
+EBIR_INLINE void combine_rows_impl(const T* const* rows, const T* w, int n_rows, int64_t n, T* out) {
+  constexpr int L = int(sizeof(Vec<T>) / sizeof(T));
+  int64_t j = 0;
+  for (; j + L <= n; j += L) {
+    Vec<T> acc = {};
+    for (int i = 0; i < n_rows; ++i) acc += w[i] * vload(rows[i] + j);
+    vstore(out + j, acc);
+  }
+  for (; j < n; ++j) {
+    T acc = T(0);
+    for (int i = 0; i < n_rows; ++i) acc += w[i] * rows[i][j];
+    out[j] = acc;
+  }
+}
+
 // ---- strided row access ---------------------------------------------------------------------------
 
 inline int64_t row_offset(const View4& v, int64_t b, int64_t c, int64_t h) {
