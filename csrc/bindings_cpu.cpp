@@ -7,10 +7,10 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
+#include <memory>
+#include <stdexcept>
 
+#include "ebir/block_pool.h"
 #include "ebir/blur.h"
 #include "ebir/filter2d.h"
 #include "ebir/jpeg.h"
@@ -27,6 +27,20 @@
 namespace py = pybind11;
 
 namespace {
+
+// One block of the CPU cache, owned by a Python object (torch.frombuffer keeps that object alive
+// as long as the tensor's storage), so the block goes back to the cache exactly when the storage
+// dies.
+struct PooledBlock {
+  void* data = nullptr;
+  size_t size = 0, nbytes = 0;
+  PooledBlock() = default;
+  PooledBlock(const PooledBlock&) = delete;
+  PooledBlock& operator=(const PooledBlock&) = delete;
+  ~PooledBlock() {
+    if (data != nullptr) ebir::pool_release(data, size);
+  }
+};
 
 // The widest ISA the CPU kernels' run-time dispatch will pick on this machine.
 std::string cpu_isa() {
@@ -253,25 +267,44 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("shape"), py::arg("x"), py::arg("out"), py::arg("num_threads"),
       py::call_guard<py::gil_scoped_release>(), "out = round(clamp(x, 0, 1) * 255) / 255.");
+  py::class_<PooledBlock>(m, "PooledBlock", py::buffer_protocol(),
+                          "A block of the CPU cache; returned to it when this object dies.")
+      .def_buffer([](PooledBlock& blk) {
+        return py::buffer_info(blk.data, 1, py::format_descriptor<uint8_t>::format(), 1,
+                               {py::ssize_t(blk.nbytes)}, {py::ssize_t(1)});
+      })
+      .def_property_readonly("address", [](const PooledBlock& blk) { return uintptr_t(blk.data); })
+      .def_property_readonly("capacity", [](const PooledBlock& blk) { return blk.size; });
   m.def(
-      "advise_huge_pages",
-      [](uintptr_t address, int64_t nbytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-        // The 2 MiB-aligned interior of the block: a fresh mapping then faults in 2 MiB pages
-        // (512x fewer faults); pages already present are left as they are.
-        constexpr uintptr_t kHuge = uintptr_t(1) << 21;
-        const uintptr_t start = (address + kHuge - 1) & ~(kHuge - 1);
-        const uintptr_t end = (address + uintptr_t(nbytes)) & ~(kHuge - 1);
-        if (nbytes <= 0 || end <= start) return false;
-        return madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE) == 0;
-#else
-        (void)address;
-        (void)nbytes;
-        return false;
-#endif
+      "pool_block",
+      [](int64_t nbytes) {
+        if (nbytes < 1) throw std::invalid_argument("pool_block: nbytes must be >= 1");
+        auto blk = std::make_unique<PooledBlock>();
+        blk->nbytes = size_t(nbytes);
+        {
+          py::gil_scoped_release release;  // a miss maps memory
+          blk->data = ebir::pool_acquire(size_t(nbytes), &blk->size);
+        }
+        return blk;
       },
-      py::arg("address"), py::arg("nbytes"),
-      "madvise(MADV_HUGEPAGE) on the 2 MiB-aligned interior of a block; False where it is not.");
+      py::arg("nbytes"), "A block of at least nbytes from the CPU cache (ebir/block_pool.h).");
+  m.def("pool_empty", &ebir::pool_empty, "Unmap every cached block.");
+  m.def(
+      "pool_set_limit", [](int64_t bytes) {
+        if (bytes < 0) throw std::invalid_argument("pool_set_limit: bytes must be >= 0");
+        ebir::pool_set_limit(size_t(bytes));
+      },
+      py::arg("bytes"), "Most bytes the cache keeps unused (0: none).");
+  m.def("pool_stats", [] {
+    const ebir::PoolStats st = ebir::pool_stats();
+    py::dict d;
+    d["cached_bytes"] = st.cached_bytes;
+    d["cached_blocks"] = st.cached_blocks;
+    d["limit"] = st.limit;
+    d["hits"] = st.hits;
+    d["misses"] = st.misses;
+    return d;
+  });
   m.def(
       "keep_freed_memory",
       [](int64_t trim_threshold) {

@@ -2,30 +2,48 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ebir_fast._ext import DTYPE_CODES, extension, extension_error
 
 _NONE = (0, 0, (0, 0, 0, 0))
 
-#: Outputs from this size up are put on huge pages (see :func:`empty_like`).
-HUGE_PAGE_MIN_BYTES = 4 << 20
+#: Outputs from this size up come from the CPU block cache (see :func:`empty_like`).
+POOL_MIN_BYTES = 4 << 20
 
 
 def empty_like(x: torch.Tensor, *size: int) -> torch.Tensor:
-    """``torch.empty_like(x)`` (``x.new_empty(size)`` when ``size`` is given), advised onto 2 MiB
-    pages when it is a large CPU block.
+    """``torch.empty_like(x)`` (``x.new_empty(size)`` when ``size`` is given), from the CPU block
+    cache when it is a large CPU tensor (csrc/include/ebir/block_pool.h).
 
-    glibc maps a block above its mmap threshold (at most 32 MiB) afresh on every allocation, and a
-    batch of images is that large: writing it then costs one page fault per 4 KiB, which measured
-    ~40% of a degradation pipeline's time. With ``MADV_HUGEPAGE`` the same block faults in 2 MiB
-    pages (Linux's transparent huge pages in their default "madvise" mode), 512x fewer faults;
-    elsewhere this is a no-op.
+    glibc maps a block above its mmap threshold (at most 32 MiB) afresh on every allocation and
+    unmaps it on free, and a batch of images is that large: every output then faulted in and
+    zeroed all of its pages again, ~40% of a degradation pipeline's time. Cached blocks are mapped
+    once, on huge pages where the kernel offers them, and reused when the tensor owning one dies.
+    Same shape, dtype and strides as torch's (contiguous or channels-last inputs; others fall
+    back to torch). :func:`ebir_fast.memory.set_cpu_cache_limit` bounds what the cache keeps.
     """
-    t = x.new_empty(size) if size else torch.empty_like(x)
-    if t.device.type == "cpu" and t.nbytes >= HUGE_PAGE_MIN_BYTES and extension_error("_C") is None:
-        extension("_C").advise_huge_pages(t.data_ptr(), t.nbytes)
-    return t
+    shape = tuple(size) if size else tuple(x.shape)
+    nbytes = math.prod(shape) * x.element_size()
+    layout_ok = bool(size) or x.is_contiguous() or _channels_last(x)
+    if (
+        x.device.type != "cpu"
+        or nbytes < POOL_MIN_BYTES
+        or not layout_ok
+        or extension_error("_C") is not None
+    ):
+        return x.new_empty(shape) if size else torch.empty_like(x)
+    flat = torch.frombuffer(extension("_C").pool_block(nbytes), dtype=torch.uint8).view(x.dtype)
+    if size or x.is_contiguous():
+        return flat.view(shape)
+    b, c, h, w = shape
+    return flat.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
 
 
 def view(t: torch.Tensor | None) -> tuple[int, int, tuple[int, ...]]:
