@@ -25,8 +25,10 @@ namespace {
 
 using namespace cpu;
 
-// Input rows of a two-row correlation: 21 x 21 kernels at most, plus one.
-constexpr int kMaxRows2 = 22;
+// Output rows and column vectors per pass of the non-separable forward (correlate_block_impl),
+// and the input rows such a pass reads at most (21 x 21 kernels).
+constexpr int kBlockRows = 3, kBlockCols = 3;
+constexpr int kMaxBlockInputs = 21 + kBlockRows - 1;
 
 // out[j] = sum_{i < m} sum_{t < k} w[i k + t] rows[i][j + t] for 0 <= j < n, summed in (i, t)
 // order in every column, so vector and scalar columns round identically.
@@ -66,63 +68,53 @@ EBIR_INLINE void correlate_impl(const T* const* rows, const T* w, int m, int k, 
   }
 }
 
-// Two output rows at once: out0 from rows[0 .. m) and out1 from rows[1 .. m] (m + 1 rows), each
-// summed in the same (i, t) order as correlate_impl, so the results are the same bits. Eight
-// accumulators instead of four hide the multiply-add latency (the single-row loop waits on it),
-// and every loaded vector feeds both rows.
-template <class T>
-EBIR_INLINE void correlate2_impl(const T* const* rows, const T* w, int m, int64_t n, T* out0,
-                                 T* out1) {
+// kBlockRows output rows at once: output row r sums rows[r .. r + m) (m + kBlockRows - 1 rows in
+// all), each in the same (i, t) order as correlate_impl, so the results are the same bits. The
+// R x C vector accumulators (C vectors of columns per row) hide the multiply-add latency that the
+// single-row loop waits on, and every loaded vector feeds up to R rows.
+template <class T, int R, int C>
+EBIR_INLINE void correlate_block_impl(const T* const* rows, const T* w, int m, int64_t n,
+                                      T* const* outs) {
   constexpr int L = int(sizeof(Vec<T>) / sizeof(T));
   const int k = m;
   int64_t j = 0;
-  for (; j + 4 * L <= n; j += 4 * L) {
-    Vec<T> a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
-    for (int q = 0; q <= m; ++q) {
+  for (; j + C * L <= n; j += C * L) {
+    Vec<T> acc[R][C] = {};
+    for (int q = 0; q < m + R - 1; ++q) {
       const T* p = rows[q] + j;
-      const T* wa = w + q * k;  // out0's taps for this row (none for q = m)
-      const T* wb = wa - k;     // out1's taps (none for q = 0)
       for (int t = 0; t < k; ++t) {
-        const Vec<T> v0 = vload(p + t), v1 = vload(p + t + L);
-        const Vec<T> v2 = vload(p + t + 2 * L), v3 = vload(p + t + 3 * L);
-        if (q < m) {
-          a0 += wa[t] * v0;
-          a1 += wa[t] * v1;
-          a2 += wa[t] * v2;
-          a3 += wa[t] * v3;
-        }
-        if (q > 0) {
-          b0 += wb[t] * v0;
-          b1 += wb[t] * v1;
-          b2 += wb[t] * v2;
-          b3 += wb[t] * v3;
+        Vec<T> v[C];
+#pragma GCC unroll 8
+        for (int c = 0; c < C; ++c) v[c] = vload(p + t + c * L);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          const int i = q - r;  // the tap row of output row r
+          if (i < 0 || i >= m) continue;
+          const T wt = w[i * k + t];
+#pragma GCC unroll 8
+          for (int c = 0; c < C; ++c) acc[r][c] += wt * v[c];
         }
       }
     }
-    vstore(out0 + j, a0);
-    vstore(out0 + j + L, a1);
-    vstore(out0 + j + 2 * L, a2);
-    vstore(out0 + j + 3 * L, a3);
-    vstore(out1 + j, b0);
-    vstore(out1 + j + L, b1);
-    vstore(out1 + j + 2 * L, b2);
-    vstore(out1 + j + 3 * L, b3);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) vstore(outs[r] + j + c * L, acc[r][c]);
   }
   if (j < n) {
-    const T* shifted[kMaxRows2];
-    for (int q = 0; q <= m; ++q) shifted[q] = rows[q] + j;
-    correlate_impl<T>(shifted, w, m, k, n - j, out0 + j);
-    correlate_impl<T>(shifted + 1, w, m, k, n - j, out1 + j);
+    const T* shifted[kMaxBlockInputs];
+    for (int q = 0; q < m + R - 1; ++q) shifted[q] = rows[q] + j;
+    for (int r = 0; r < R; ++r) correlate_impl<T>(shifted + r, w, m, k, n - j, outs[r] + j);
   }
 }
 
-EBIR_CLONES void correlate2(const float* const* rows, const float* w, int m, int64_t n,
-                            float* out0, float* out1) {
-  correlate2_impl<float>(rows, w, m, n, out0, out1);
+EBIR_CLONES void correlate_block(const float* const* rows, const float* w, int m, int64_t n,
+                                 float* const* outs) {
+  correlate_block_impl<float, kBlockRows, kBlockCols>(rows, w, m, n, outs);
 }
-EBIR_CLONES void correlate2(const double* const* rows, const double* w, int m, int64_t n,
-                            double* out0, double* out1) {
-  correlate2_impl<double>(rows, w, m, n, out0, out1);
+EBIR_CLONES void correlate_block(const double* const* rows, const double* w, int m, int64_t n,
+                                 double* const* outs) {
+  correlate_block_impl<double, kBlockRows, kBlockCols>(rows, w, m, n, outs);
 }
 
 // sum_j a[j] b[j] with L partial sums folded in a fixed order (independent of the ISA clone).
@@ -247,7 +239,7 @@ void fwd_impl(const Filter2dArgs& a, int threads) {
   const int64_t bands = (a.H + kBand - 1) / kBand, tasks = a.B * a.C * bands;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<T> buf, row(a.W), row2(a.W), mid;
+    std::vector<T> buf, row(a.W), block(size_t(kBlockRows * a.W)), mid;
     std::vector<const T*> rows;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
@@ -261,8 +253,10 @@ void fwd_impl(const Filter2dArgs& a, int threads) {
         buf.resize(size_t(n_rows * pw));
         for (int64_t p = 0; p < n_rows; ++p)
           load_padded_row(a.x, b, c, reflect(y0 - r + p, h), w, r, buf.data() + p * pw);
-        rows.resize(size_t(n + 1));
+        rows.resize(size_t(n + kBlockRows - 1));
         std::fill(row.begin() + w, row.end(), T(0));
+        for (int q = 0; q < kBlockRows; ++q)  // columns past the extent
+          std::fill(block.begin() + q * a.W + w, block.begin() + (q + 1) * a.W, T(0));
         mid.resize(size_t(pw));
         const T* mid_row = mid.data();
         for (int64_t y = y0; y < y_end; ++y) {
@@ -270,12 +264,15 @@ void fwd_impl(const Filter2dArgs& a, int threads) {
           if (is_separable[b]) {
             combine_rows(rows.data(), col[b].data(), n, pw, mid.data());
             correlate(&mid_row, row_taps[b].data(), 1, n, w, row.data());
-          } else if (y + 1 < y_end && n + 1 <= kMaxRows2) {  // two rows per pass
-            rows[n] = buf.data() + (y - y0 + n) * pw;
-            correlate2(rows.data(), taps[b].data(), n, w, row.data(), row2.data());
-            store_row(a.out, b, c, y, a.W, row.data(), T(1), false);
-            ++y;
-            std::copy(row2.begin(), row2.begin() + w, row.begin());
+          } else if (y + kBlockRows <= y_end) {  // kBlockRows rows per pass
+            for (int i = n; i < n + kBlockRows - 1; ++i) rows[i] = buf.data() + (y - y0 + i) * pw;
+            T* outs[kBlockRows];
+            for (int q = 0; q < kBlockRows; ++q) outs[q] = block.data() + q * a.W;
+            correlate_block(rows.data(), taps[b].data(), n, w, outs);
+            for (int q = 0; q + 1 < kBlockRows; ++q)
+              store_row(a.out, b, c, y + q, a.W, outs[q], T(1), false);
+            y += kBlockRows - 1;
+            std::copy(outs[kBlockRows - 1], outs[kBlockRows - 1] + w, row.begin());
           } else {
             correlate(rows.data(), taps[b].data(), n, n, w, row.data());
           }
