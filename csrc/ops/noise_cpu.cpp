@@ -55,15 +55,46 @@ EBIR_INLINE void uniform_row_impl(uint64_t key, uint64_t e0, int64_t n, double* 
   for (; x < n; ++x) u[x] = counter_uniform(key, e0 + uint64_t(x));
 }
 
+constexpr int kTailBatch = 64;
+
+// z[idx[i]] = normal_quantile_tail(u[idx[i]]) for i < count: the logarithm per draw (libm), the
+// rational function four at a time (normal_quantile_tail_near, the same operations lane by lane),
+// and the far tail (r > 5, p below ~1e-11) one by one.
+EBIR_INLINE void tail_batch(const double* u, const int32_t* idx, int count, double* z) {
+  double r[kTailBatch + 3];
+  for (int i = 0; i < count; ++i) {
+    const double p = u[idx[i]];
+    r[i] = std::sqrt(-std::log(p - 0.5 < 0 ? p : 1.0 - p));
+  }
+  for (int i = count; i % 4 != 0; ++i) r[i] = 1.6;  // padding lanes, discarded
+  for (int i = 0; i < count; i += 4) {
+    const F64x4 v = normal_quantile_tail_near(F64x4{r[i], r[i + 1], r[i + 2], r[i + 3]});
+    for (int l = 0; l < 4 && i + l < count; ++l) {
+      const double p = u[idx[i + l]];
+      z[idx[i + l]] = r[i + l] <= 5.0 ? (p - 0.5 < 0 ? -v[l] : v[l]) : normal_quantile_tail(p);
+    }
+  }
+}
+
 // z[x] = normal_quantile(counter_uniform(key, e0 + x)) for x < n: the uniforms and the central
 // formula over the whole row first (they vectorise; `u` keeps the uniforms), then the tail draws
-// (15%) one by one. Same values as normal_quantile element by element.
+// (15%) in batches. Same values as normal_quantile element by element.
 template <class T>
 EBIR_INLINE void normal_row_impl(uint64_t key, uint64_t e0, int64_t n, double* u, double* z) {
   uniform_row_impl(key, e0, n, u);
   for (int64_t x = 0; x < n; ++x) z[x] = normal_quantile_central(u[x] - 0.5);
-  for (int64_t x = 0; x < n; ++x)
-    if (!(std::fabs(u[x] - 0.5) <= 0.425)) z[x] = normal_quantile_tail(u[x]);
+  // The tail draws, gathered without branches into batches (tail_batch).
+  int32_t idx[kTailBatch];
+  int count = 0;
+  for (int64_t x = 0; x < n; ++x) {
+    idx[count] = int32_t(x);
+    count += !(std::fabs(u[x] - 0.5) <= 0.425);
+    if (count == kTailBatch) {
+      tail_batch(u, idx, count, z);
+      count = 0;
+    }
+  }
+  if (count > 0) tail_batch(u, idx, count, z);
 }
 
 EBIR_CLONES void normal_row(uint64_t key, uint64_t e0, int64_t n, double* u, double* z) {

@@ -12,12 +12,21 @@
 
 namespace ebir {
 
+#if !defined(__CUDACC__)
+// Four doubles in vector registers: the CPU kernel evaluates the polynomials below on them (its
+// file is compiled without FMA contraction, so a * b rounds as mul_rn does).
+typedef double F64x4 __attribute__((vector_size(32)));
+inline F64x4 mul_rn(F64x4 a, F64x4 b) { return a * b; }
+#endif
+
 namespace as241 {
 
 // sum_k c[k] r^k by Horner's rule from the highest power; mul_rn keeps nvcc from fusing the
-// steps into FMAs, so every backend rounds as the reference does.
-EBIR_HD double horner(const double* c, double r) {
-  double v = c[7];
+// steps into FMAs, so every backend rounds as the reference does. V is double, or F64x4 on the
+// CPU (the same operations lane by lane).
+template <class V>
+EBIR_HD V horner(const double* c, V r) {
+  V v = c[7] + V{};  // c[7] in every lane (exactly: adding 0 to a non-zero value)
   for (int k = 6; k >= 0; --k) v = mul_rn(v, r) + c[k];
   return v;
 }
@@ -40,9 +49,10 @@ EBIR_HD double normal_quantile_central(double q) {
   return mul_rn(q, as241::horner(a, r)) / as241::horner(b, r);
 }
 
-// The quantile for |p - 0.5| > 0.425. The logarithm of the device and of the host's libm may
-// differ in the last bit.
-EBIR_HD double normal_quantile_tail(double p) {
+// The tail's rational function of r = sqrt(-log(min(p, 1 - p))) for r <= 5 (every p above
+// ~1e-11), generic in V (double, or F64x4 for the CPU kernel's vectors).
+template <class V>
+EBIR_HD V normal_quantile_tail_near(V r) {
   const double c[8] = {1.42343711074968357734e0,  4.63033784615654529590e0,
                        5.76949722146069140550e0,  3.64784832476320460504e0,
                        1.27045825245236838258e0,  2.41780725177450611770e-1,
@@ -52,6 +62,13 @@ EBIR_HD double normal_quantile_tail(double p) {
                        6.89767334985100004550e-1, 1.48103976427480074590e-1,
                        1.51986665636164571966e-2, 5.47593808499534494600e-4,
                        1.05075007164441684324e-9};
+  r = r - 1.6;
+  return as241::horner(c, r) / as241::horner(d, r);
+}
+
+// The quantile for |p - 0.5| > 0.425. The logarithm of the device and of the host's libm may
+// differ in the last bit.
+EBIR_HD double normal_quantile_tail(double p) {
   const double e[8] = {6.65790464350110377720e0,  5.46378491116411436990e0,
                        1.78482653991729133580e0,  2.96560571828504891230e-1,
                        2.65321895265761230930e-2, 1.24266094738807843860e-3,
@@ -65,8 +82,7 @@ EBIR_HD double normal_quantile_tail(double p) {
   double r = std::sqrt(-std::log(q < 0 ? p : 1.0 - p));
   double v;
   if (r <= 5.0) {
-    r = r - 1.6;
-    v = as241::horner(c, r) / as241::horner(d, r);
+    v = normal_quantile_tail_near(r);
   } else {
     r = r - 5.0;
     v = as241::horner(e, r) / as241::horner(f, r);
