@@ -50,15 +50,6 @@ EBIR_INLINE void matmul8(const T (*l)[8], const T (*r)[8], T (*out)[8]) {
   }
 }
 
-// nearbyint in vector registers: adding and removing 1.5 * 2^(mantissa bits) rounds any |v| below
-// 2^22 (2^51) to the nearest integer, ties to even, as nearbyint does in the default rounding mode
-// (the quantised DCT coefficients are at most ~2^11). NaN stays NaN.
-template <class T>
-EBIR_INLINE Vec<T> round_even(Vec<T> v) {
-  const T magic = sizeof(T) == 4 ? T(12582912.0) : T(6755399441055744.0);
-  return (v + magic) - magic;
-}
-
 // blk <- D^T round(D (blk - 128) D^T / q) * q) D + 128, in place (one 8x8 block, row stride s).
 // The four products are row-times-matrix forms (matmul8) with D or D^T on the right as needed.
 template <class T>

@@ -36,8 +36,6 @@ void check(const NoiseArgs& a) {
 // converts exactly as 2 (m >> 1) + (m & 1), each half by the 2^52 exponent trick.
 EBIR_INLINE void uniform_row_impl(uint64_t key, uint64_t e0, int64_t n, double* u) {
   typedef uint64_t U64 __attribute__((vector_size(32)));
-  typedef double F64 __attribute__((vector_size(32)));
-  typedef double F64Out __attribute__((vector_size(32), aligned(8), may_alias));
   const U64 lane = {1, 2, 3, 4};  // counter_bits hashes e + 1
   const U64 exp52 = U64{} + 0x4330000000000000ull;
   const double two52 = 4503599627370496.0;
@@ -48,9 +46,9 @@ EBIR_INLINE void uniform_row_impl(uint64_t key, uint64_t e0, int64_t n, double* 
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     const U64 m = (z ^ (z >> 31)) >> 11;
     // A vector cast between same-size vector types reinterprets the bits (GCC and Clang).
-    const F64 half = (F64)((m >> 1) | exp52) - two52;
-    const F64 low = (F64)((m & 1) | exp52) - two52;
-    *reinterpret_cast<F64Out*>(u + x) = ((half * 2.0 + low) + 0.5) * 1.1102230246251565e-16;
+    const Vec<double> half = (Vec<double>)((m >> 1) | exp52) - two52;
+    const Vec<double> low = (Vec<double>)((m & 1) | exp52) - two52;
+    vstore(u + x, ((half * 2.0 + low) + 0.5) * 1.1102230246251565e-16);
   }
   for (; x < n; ++x) u[x] = counter_uniform(key, e0 + uint64_t(x));
 }
@@ -121,15 +119,14 @@ EBIR_INLINE void level_row_impl(const NoiseArgs& a, int64_t b, int64_t c, int64_
   } else {
     load_row_op<float, false>(a.x, b, c, y, n, buf);
   }
-  // round(clamp(v) * 255) in vector registers: 2^23 added and removed rounds ties to even, as
-  // nearbyint does (a libm call per element otherwise), and the integral result converts exactly.
+  // round(clamp(v) * 255) in vector registers (nearbyint is a libm call per element otherwise);
+  // the integral result converts exactly.
   typedef int32_t Ints __attribute__((vector_size(32)));
   typedef int32_t IntsOut __attribute__((vector_size(32), aligned(4), may_alias));
-  constexpr float kMagic = 8388608.0f;
   int64_t x = 0;
   for (; x + 8 <= n; x += 8) {
     const Vec<float> v = vclamp<float>(vload(buf + x), 0.0f, 1.0f) * 255.0f;
-    const Ints k = __builtin_convertvector((v + kMagic) - kMagic, Ints);
+    const Ints k = __builtin_convertvector(round_even<float>(v), Ints);
     *reinterpret_cast<IntsOut*>(levels + x) = k;
   }
   for (; x < n; ++x) {

@@ -13,22 +13,16 @@ namespace {
 
 using namespace cpu;
 
-// Adding and removing 2^23 (2^52 for double) rounds a value in [0, 255] to the nearest integer,
-// ties to even, exactly as nearbyint does in the default rounding mode, but in vector registers.
-// The file is compiled without FMA contraction, so the product is rounded before the addition.
+// round_even (cpu_rows.h) rounds ties to even as nearbyint does, in vector registers; the last
+// partial vector calls nearbyint itself. The file is compiled without FMA contraction, so the
+// product is rounded before the rounding step.
 template <class T>
 EBIR_INLINE void quantize_row_impl(T* v, int64_t n) {
   constexpr int64_t L = int64_t(sizeof(Vec<T>) / sizeof(T));
-  const T magic = sizeof(T) == 4 ? T(8388608.0) : T(4503599627370496.0);
   int64_t j = 0;
-  for (; j + L <= n; j += L) {
-    const Vec<T> scaled = vclamp<T>(vload(v + j), 0, 1) * T(255);
-    vstore(v + j, ((scaled + magic) - magic) / T(255));
-  }
-  for (; j < n; ++j) {
-    const T scaled = std::min(std::max(v[j], T(0)), T(1)) * T(255);
-    v[j] = ((scaled + magic) - magic) / T(255);
-  }
+  for (; j + L <= n; j += L)
+    vstore(v + j, round_even<T>(vclamp<T>(vload(v + j), 0, 1) * T(255)) / T(255));
+  for (; j < n; ++j) v[j] = std::nearbyint(std::min(std::max(v[j], T(0)), T(1)) * T(255)) / T(255);
 }
 
 EBIR_CLONES void quantize_row(float* v, int64_t n) { quantize_row_impl(v, n); }

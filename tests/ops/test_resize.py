@@ -15,6 +15,21 @@ SIZES = torch.tensor([[40, 50], [17, 23], [40, 50], [1, 1], [33, 7], [40, 50]])
 OUT = torch.tensor([[13, 77], [50, 9], [40, 50], [5, 3], [8, 8], [97, 120]])
 
 
+def _check_per_sample(x, y, sizes, out, mode, tolerance_dtype):
+    """Each sample of ``y`` equals torch's resize of its extent in ``x``, and is 0 beyond it."""
+    for b in range(x.shape[0]):
+        (h, w), (oh, ow) = sizes[b].tolist(), out[b].tolist()
+        src = x[b : b + 1, :, :h, :w]
+        if mode == 0:
+            want = F.adaptive_avg_pool2d(src, (oh, ow))
+        else:
+            name = ("bilinear", "bicubic")[mode - 1]
+            want = F.interpolate(src, size=(oh, ow), mode=name, align_corners=False)
+        assert_close(y[b : b + 1, :, :oh, :ow], want, tolerance_dtype)
+        assert y[b, :, oh:].abs().sum() == 0
+        assert y[b, :, :, ow:].abs().sum() == 0
+
+
 @pytest.mark.parametrize("backend", [*BACKENDS, "reference"])
 @pytest.mark.parametrize("mode", [0, 1, 2], ids=["area", "bilinear", "bicubic"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
@@ -22,17 +37,7 @@ def test_matches_interpolate_per_sample(backend, mode, dtype):
     x = torch.rand(6, 3, 40, 50, generator=torch.Generator().manual_seed(0), dtype=dtype)
     y = resize_ragged(x, SIZES, OUT, torch.full((6,), mode), backend=backend)
     assert y.shape == (6, 3, 97, 120)
-    for b in range(6):
-        (h, w), (oh, ow) = SIZES[b].tolist(), OUT[b].tolist()
-        src = x[b : b + 1, :, :h, :w]
-        if mode == 0:
-            want = F.adaptive_avg_pool2d(src, (oh, ow))
-        else:
-            name = ("bilinear", "bicubic")[mode - 1]
-            want = F.interpolate(src, size=(oh, ow), mode=name, align_corners=False)
-        assert_close(y[b : b + 1, :, :oh, :ow], want, dtype if mode == 0 else torch.float32)
-        assert y[b, :, oh:].abs().sum() == 0
-        assert y[b, :, :, ow:].abs().sum() == 0
+    _check_per_sample(x, y, SIZES, OUT, mode, dtype if mode == 0 else torch.float32)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -43,17 +48,7 @@ def test_large_upscale_across_row_bands(backend, mode):
     x = torch.rand(2, 3, 60, 13, generator=torch.Generator().manual_seed(1))
     sizes, out = torch.tensor([[9, 13], [60, 11]]), torch.tensor([[203, 150], [31, 40]])
     y = resize_ragged(x, sizes, out, torch.full((2,), mode), backend=backend)
-    for b in range(2):
-        (h, w), (oh, ow) = sizes[b].tolist(), out[b].tolist()
-        src = x[b : b + 1, :, :h, :w]
-        if mode == 0:
-            want = F.adaptive_avg_pool2d(src, (oh, ow))
-        else:
-            name = ("bilinear", "bicubic")[mode - 1]
-            want = F.interpolate(src, size=(oh, ow), mode=name, align_corners=False)
-        assert_close(y[b : b + 1, :, :oh, :ow], want, torch.float32)
-        assert y[b, :, oh:].abs().sum() == 0
-        assert y[b, :, :, ow:].abs().sum() == 0
+    _check_per_sample(x, y, sizes, out, mode, torch.float32)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

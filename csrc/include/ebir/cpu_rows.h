@@ -87,6 +87,15 @@ EBIR_INLINE void combine_rows_impl(const T* const* rows, const T* w, int n_rows,
   }
 }
 
+// nearbyint in vector registers: adding and removing 1.5 * 2^(mantissa bits) rounds any |v| below
+// 2^22 (2^51) to the nearest integer, ties to even, as nearbyint does in the default rounding mode
+// (DCT coefficients, 8-bit levels). NaN stays NaN.
+template <class T>
+EBIR_INLINE Vec<T> round_even(Vec<T> v) {
+  const T magic = sizeof(T) == 4 ? T(12582912.0) : T(6755399441055744.0);
+  return (v + magic) - magic;
+}
+
 // ---- strided row access ---------------------------------------------------------------------------
 
 inline int64_t row_offset(const View4& v, int64_t b, int64_t c, int64_t h) {
