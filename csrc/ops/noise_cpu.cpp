@@ -1,6 +1,7 @@
-// CPU kernel for ebir/noise.h. One task is one row of one plane; the row's source levels, uniforms
-// and noise are computed in registers and written once. Compiled with -ffp-contract=off (see
-// CMakeLists.txt) so the luma and the noise round as the PyTorch reference's separate operations.
+// CPU kernel for ebir/noise.h. One task is one row of one sample; the row's source levels,
+// uniforms and noise are computed in registers and written once. Compiled with
+// -ffp-contract=off (see CMakeLists.txt) so the luma and the noise round as the PyTorch
+// reference's separate operations.
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -140,57 +141,80 @@ EBIR_CLONES void level_row(const NoiseArgs& a, int64_t b, int64_t c, int64_t y, 
   level_row_impl<float>(a, b, c, y, n, buf, levels);
 }
 
+// Per-thread rows of scratch, each a row of the batch wide.
+template <class T>
+struct Scratch {
+  explicit Scratch(int64_t w)
+      : z(size_t(w)), us(size_t(w)), lum(size_t(3 * w)), levels(size_t(w)), sums(size_t(w)),
+        noise(size_t(w)), out(size_t(w)) {}
+  std::vector<double> z, us;
+  std::vector<float> lum;
+  std::vector<int32_t> levels;
+  std::vector<T> sums, noise, out;
+};
+
+// noise[x] for x < w: what sample b (kind 1 or 2) adds to row y of channel c (a gray sample's
+// noise is that of channel 0 for every channel).
+template <class T>
+EBIR_INLINE void noise_row(const NoiseArgs& a, uint64_t key_g, uint64_t key_p, const int32_t* guide,
+                           int64_t b, int64_t c, int64_t y, int64_t w, Scratch<T>& s, T* noise) {
+  const uint64_t e0 = uint64_t(((b * a.C + c) * a.H + y) * a.W);
+  if (a.kind[b] == 1) {  // the normals in one vectorised pass
+    normal_row(key_g, e0, w, s.us.data(), s.z.data());
+    const T sigma = T(a.sigma[b]);
+    for (int64_t x = 0; x < w; ++x) noise[x] = mul_rn(T(float(s.z[size_t(x)])), sigma);
+    return;
+  }
+  level_row(a, b, c, y, w, s.lum.data(), s.levels.data());
+  uniform_row(key_p, e0, w, s.z.data());
+  const T vals = T(a.vals[b]), scale = T(a.scale[b]);
+  const int64_t table = a.table_of_sample[b] * 256;
+  for (int64_t x = 0; x < w; ++x) {
+    const int level = s.levels[size_t(x)];
+    const int64_t k = poisson_invert(a.cdf + (table + level) * a.length,
+                                     guide + (table + level) * kPoissonGuide, a.length,
+                                     s.z[size_t(x)]);
+    noise[x] = mul_rn(T(float(k)) / vals - T(level) / T(255), scale);
+  }
+}
+
+// One task is one row of one sample across its channels, so a gray sample draws its noise row
+// once and adds it to each channel (the reference's shared field; a third of the work).
 template <class T>
 void apply_impl(const NoiseArgs& a, int threads) {
   const uint64_t key_g = stream_key(a.seed_gauss), key_p = stream_key(a.seed_poisson);
-  const int64_t rows = a.B * a.C * a.H;
   int64_t tables = 0;
   for (int64_t b = 0; b < a.B; ++b) tables = std::max(tables, a.table_of_sample[b] + 1);
   const std::vector<int32_t> guide = poisson_guide(a.cdf, tables * 256, a.length, threads);
-  std::vector<double> z(size_t(a.W)), us(size_t(a.W));
-  std::vector<T> rowbuf(size_t(a.W)), sums(size_t(a.W));
-  std::vector<float> lum(size_t(3 * a.W));
-  std::vector<int32_t> levels(size_t(a.W));
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 16) \
-    firstprivate(z, us, rowbuf, sums, lum, levels)
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t y = r % a.H, c = (r / a.H) % a.C, b = r / (a.H * a.C);
+  Scratch<T> init(a.W);
+  constexpr int64_t L = int64_t(sizeof(Vec<T>) / sizeof(T));
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 8) firstprivate(init)
+  for (int64_t r = 0; r < a.B * a.H; ++r) {
+    Scratch<T>& sc = init;
+    const int64_t y = r % a.H, b = r / a.H;
     const int64_t h = a.sizes[2 * b], w = a.sizes[2 * b + 1];
-    T* out_row = rowbuf.data();
-    std::fill(out_row, out_row + a.W, T(0));
-    uint8_t* pass = a.pass ? a.pass + ((b * a.C + c) * a.H + y) * a.W : nullptr;
-    if (pass) std::fill(pass, pass + a.W, uint8_t(0));
-    if (y < h) {
-      T* s = sums.data();
-      load_row_op<T, false>(a.x, b, c, y, w, s);  // s = x, then x + noise
-      const int64_t c_src = a.gray[b] ? 0 : c;
-      const uint64_t e0 = uint64_t(((b * a.C + c_src) * a.H + y) * a.W);
-      if (a.kind[b] == 1) {  // the normals in one vectorised pass
-        normal_row(key_g, e0, w, us.data(), z.data());
-        const T sigma = T(a.sigma[b]);
-        for (int64_t x = 0; x < w; ++x) s[x] = s[x] + mul_rn(T(float(z[size_t(x)])), sigma);
-      } else if (a.kind[b] == 2) {
-        level_row(a, b, c, y, w, lum.data(), levels.data());
-        uniform_row(key_p, e0, w, z.data());
-        const T vals = T(a.vals[b]), scale = T(a.scale[b]);
-        const int64_t table = a.table_of_sample[b] * 256;
-        for (int64_t x = 0; x < w; ++x) {
-          const int level = levels[size_t(x)];
-          const double u = z[size_t(x)];
-          const int64_t k =
-              poisson_invert(a.cdf + (table + level) * a.length,
-                             guide.data() + (table + level) * kPoissonGuide, a.length, u);
-          s[x] = s[x] + mul_rn(T(float(k)) / vals - T(level) / T(255), scale);
+    for (int64_t c = 0; c < a.C; ++c) {
+      T* out_row = sc.out.data();
+      std::fill(out_row, out_row + a.W, T(0));
+      uint8_t* pass = a.pass ? a.pass + ((b * a.C + c) * a.H + y) * a.W : nullptr;
+      if (pass) std::fill(pass, pass + a.W, uint8_t(0));
+      if (y < h) {
+        T* s = sc.sums.data();
+        load_row_op<T, false>(a.x, b, c, y, w, s);  // s = x, then x + noise
+        if (a.kind[b] != 0) {
+          T* noise = sc.noise.data();
+          if (c == 0 || !a.gray[b])
+            noise_row<T>(a, key_g, key_p, guide.data(), b, a.gray[b] ? 0 : c, y, w, sc, noise);
+          for (int64_t x = 0; x < w; ++x) s[x] = s[x] + noise[x];
         }
+        if (pass)
+          for (int64_t x = 0; x < w; ++x) pass[x] = (s[x] >= T(0) && s[x] <= T(1)) ? 1 : 0;
+        int64_t x = 0;
+        for (; x + L <= w; x += L) vstore(out_row + x, vclamp<T>(vload(s + x), T(0), T(1)));
+        for (; x < w; ++x) out_row[x] = s[x] < T(0) ? T(0) : (s[x] > T(1) ? T(1) : s[x]);
       }
-      if (pass)
-        for (int64_t x = 0; x < w; ++x) pass[x] = (s[x] >= T(0) && s[x] <= T(1)) ? 1 : 0;
-      constexpr int64_t L = int64_t(sizeof(Vec<T>) / sizeof(T));
-      int64_t x = 0;
-      for (; x + L <= w; x += L) vstore(out_row + x, vclamp<T>(vload(s + x), T(0), T(1)));
-      for (; x < w; ++x) out_row[x] = s[x] < T(0) ? T(0) : (s[x] > T(1) ? T(1) : s[x]);
+      store_row(a.out, b, c, y, a.W, out_row, T(1), false);
     }
-    store_row(a.out, b, c, y, a.W, out_row, T(1), false);
   }
 }
 
