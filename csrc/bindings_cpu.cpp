@@ -12,6 +12,7 @@
 
 #include "ebir/block_pool.h"
 #include "ebir/blur.h"
+#include "ebir/cpu_rows.h"
 #include "ebir/filter2d.h"
 #include "ebir/jpeg.h"
 #include "ebir/noise.h"
@@ -64,6 +65,8 @@ PYBIND11_MODULE(_C, m) {
   m.attr("has_openmp") = false;
 #endif
   m.def("cpu_isa", &cpu_isa, "The instruction set the CPU kernels run with on this machine.");
+  m.def("cpu_wide_vectors", &ebir::cpu::wide_vectors,
+        "Whether the 64-byte (AVX-512) row kernels run (off with EBIR_FAST_CPU_WIDE=0).");
   m.def(
       "blur_fwd",
       [](const ebir::PyShape& shape, const ebir::PyView& x, const ebir::PyView& y, uintptr_t taps,

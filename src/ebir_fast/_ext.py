@@ -66,6 +66,7 @@ def build_info() -> dict[str, object]:
     if cpu is not None:
         info["openmp"] = bool(cpu.has_openmp)
         info["cpu_isa"] = cpu.cpu_isa()
+        info["cpu_wide_vectors"] = bool(cpu.cpu_wide_vectors())
     cuda, cuda_err = _load("_C_cuda")
     info["cuda_extension"] = cuda_err or "available"
     if cuda is not None:
