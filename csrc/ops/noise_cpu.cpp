@@ -185,7 +185,10 @@ void apply_impl(const NoiseArgs& a, int threads) {
   const uint64_t key_g = stream_key(a.seed_gauss), key_p = stream_key(a.seed_poisson);
   int64_t tables = 0;
   for (int64_t b = 0; b < a.B; ++b) tables = std::max(tables, a.table_of_sample[b] + 1);
-  const std::vector<int32_t> guide = poisson_guide(a.cdf, tables * 256, a.length, threads);
+  std::vector<bool> used(size_t(tables), false);  // the tables of the Poisson samples
+  for (int64_t b = 0; b < a.B; ++b)
+    if (a.kind[b] == 2) used[size_t(a.table_of_sample[b])] = true;
+  const std::vector<int32_t> guide = poisson_guide(a.cdf, used, a.length, threads);
   Scratch<T> init(a.W);
   constexpr int64_t L = int64_t(sizeof(Vec<T>) / sizeof(T));
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 8) firstprivate(init)

@@ -20,8 +20,10 @@ void poisson_levels_cpu(const PoissonArgs& a, int num_threads) {
   const int64_t per_sample = a.numel / a.batch;
   int64_t tables = 0;
   for (int64_t b = 0; b < a.batch; ++b) tables = std::max(tables, a.table_of_sample[b] + 1);
+  std::vector<bool> used(size_t(tables), false);
+  for (int64_t b = 0; b < a.batch; ++b) used[size_t(a.table_of_sample[b])] = true;
   const int threads = cpu::resolve_threads(num_threads);
-  const std::vector<int32_t> guide = poisson_guide(a.cdf, tables * 256, a.length, threads);
+  const std::vector<int32_t> guide = poisson_guide(a.cdf, used, a.length, threads);
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t e = 0; e < a.numel; ++e) {
     const int64_t row = a.table_of_sample[e / per_sample] * 256 + int(a.levels[e]);

@@ -6,7 +6,6 @@
 // the cache).
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -14,16 +13,24 @@ namespace ebir {
 
 constexpr int kPoissonGuide = 256;
 
-// guide[row * G + g] for every CDF row (rows of `length` values, non-decreasing, last = 1).
-inline std::vector<int32_t> poisson_guide(const double* cdf, int64_t rows, int64_t length,
-                                          int threads) {
-  std::vector<int32_t> guide(size_t(rows * kPoissonGuide));
+// guide[(t * 256 + level) * G + g] for the CDF rows of every table t with used[t] (rows of
+// `length` values, non-decreasing, last = 1; other tables' guides stay 0). One merged walk per
+// row: g / G and k both only grow, so a row costs length + G steps (a binary search per entry
+// cost ~2 ms per call for three tables, paid even by calls without a Poisson sample).
+inline std::vector<int32_t> poisson_guide(const double* cdf, const std::vector<bool>& used,
+                                          int64_t length, int threads) {
+  const int64_t rows = int64_t(used.size()) * 256;
+  std::vector<int32_t> guide(size_t(rows * kPoissonGuide), 0);
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t row = 0; row < rows; ++row) {
+    if (!used[size_t(row / 256)]) continue;
     const double* r = cdf + row * length;
-    for (int g = 0; g < kPoissonGuide; ++g)
-      guide[size_t(row * kPoissonGuide + g)] =
-          int32_t(std::upper_bound(r, r + length - 1, double(g) / kPoissonGuide) - r);
+    int64_t k = 0;
+    for (int g = 0; g < kPoissonGuide; ++g) {
+      const double u = double(g) / kPoissonGuide;
+      while (k < length - 1 && r[k] <= u) ++k;  // upper_bound(r, r + length - 1, u)
+      guide[size_t(row * kPoissonGuide + g)] = int32_t(k);
+    }
   }
   (void)threads;
   return guide;
