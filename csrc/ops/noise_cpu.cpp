@@ -178,8 +178,48 @@ EBIR_INLINE void noise_row(const NoiseArgs& a, uint64_t key_g, uint64_t key_p, c
   }
 }
 
-// One task is one row of one sample across its channels, so a gray sample draws its noise row
-// once and adds it to each channel (the reference's shared field; a third of the work).
+// Row y of sample b in every channel: x + noise, clamped, written with the pass mask. A gray
+// sample draws its noise row once and adds it to each channel (the reference's shared field).
+template <class T>
+EBIR_INLINE void sample_row_impl(const NoiseArgs& a, uint64_t key_g, uint64_t key_p,
+                                 const int32_t* guide, int64_t b, int64_t y, Scratch<T>& sc) {
+  constexpr int64_t L = int64_t(sizeof(Vec<T>) / sizeof(T));
+  const int64_t h = a.sizes[2 * b], w = a.sizes[2 * b + 1];
+  for (int64_t c = 0; c < a.C; ++c) {
+    T* out_row = sc.out.data();
+    std::fill(out_row, out_row + a.W, T(0));
+    uint8_t* pass = a.pass ? a.pass + ((b * a.C + c) * a.H + y) * a.W : nullptr;
+    if (pass) std::fill(pass, pass + a.W, uint8_t(0));
+    if (y < h) {
+      T* s = sc.sums.data();
+      load_row_op<T, false>(a.x, b, c, y, w, s);  // s = x, then x + noise
+      if (a.kind[b] != 0) {
+        T* noise = sc.noise.data();
+        if (c == 0 || !a.gray[b])
+          noise_row<T>(a, key_g, key_p, guide, b, a.gray[b] ? 0 : c, y, w, sc, noise);
+        for (int64_t x = 0; x < w; ++x) s[x] = s[x] + noise[x];
+      }
+      if (pass)
+        for (int64_t x = 0; x < w; ++x) pass[x] = (s[x] >= T(0) && s[x] <= T(1)) ? 1 : 0;
+      int64_t x = 0;
+      for (; x + L <= w; x += L) vstore(out_row + x, vclamp<T>(vload(s + x), T(0), T(1)));
+      for (; x < w; ++x) out_row[x] = s[x] < T(0) ? T(0) : (s[x] > T(1) ? T(1) : s[x]);
+    }
+    store_row(a.out, b, c, y, a.W, out_row, T(1), false);
+  }
+}
+
+// Cloned per ISA (the row loops run in ymm registers on AVX2 and AVX-512 machines).
+EBIR_CLONES void sample_row(const NoiseArgs& a, uint64_t key_g, uint64_t key_p,
+                            const int32_t* guide, int64_t b, int64_t y, Scratch<float>& sc) {
+  sample_row_impl<float>(a, key_g, key_p, guide, b, y, sc);
+}
+EBIR_CLONES void sample_row(const NoiseArgs& a, uint64_t key_g, uint64_t key_p,
+                            const int32_t* guide, int64_t b, int64_t y, Scratch<double>& sc) {
+  sample_row_impl<double>(a, key_g, key_p, guide, b, y, sc);
+}
+
+// One task is one row of one sample across its channels (sample_row).
 template <class T>
 void apply_impl(const NoiseArgs& a, int threads) {
   const uint64_t key_g = stream_key(a.seed_gauss), key_p = stream_key(a.seed_poisson);
@@ -190,35 +230,9 @@ void apply_impl(const NoiseArgs& a, int threads) {
     if (a.kind[b] == 2) used[size_t(a.table_of_sample[b])] = true;
   const std::vector<int32_t> guide = poisson_guide(a.cdf, used, a.length, threads);
   Scratch<T> init(a.W);
-  constexpr int64_t L = int64_t(sizeof(Vec<T>) / sizeof(T));
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 8) firstprivate(init)
-  for (int64_t r = 0; r < a.B * a.H; ++r) {
-    Scratch<T>& sc = init;
-    const int64_t y = r % a.H, b = r / a.H;
-    const int64_t h = a.sizes[2 * b], w = a.sizes[2 * b + 1];
-    for (int64_t c = 0; c < a.C; ++c) {
-      T* out_row = sc.out.data();
-      std::fill(out_row, out_row + a.W, T(0));
-      uint8_t* pass = a.pass ? a.pass + ((b * a.C + c) * a.H + y) * a.W : nullptr;
-      if (pass) std::fill(pass, pass + a.W, uint8_t(0));
-      if (y < h) {
-        T* s = sc.sums.data();
-        load_row_op<T, false>(a.x, b, c, y, w, s);  // s = x, then x + noise
-        if (a.kind[b] != 0) {
-          T* noise = sc.noise.data();
-          if (c == 0 || !a.gray[b])
-            noise_row<T>(a, key_g, key_p, guide.data(), b, a.gray[b] ? 0 : c, y, w, sc, noise);
-          for (int64_t x = 0; x < w; ++x) s[x] = s[x] + noise[x];
-        }
-        if (pass)
-          for (int64_t x = 0; x < w; ++x) pass[x] = (s[x] >= T(0) && s[x] <= T(1)) ? 1 : 0;
-        int64_t x = 0;
-        for (; x + L <= w; x += L) vstore(out_row + x, vclamp<T>(vload(s + x), T(0), T(1)));
-        for (; x < w; ++x) out_row[x] = s[x] < T(0) ? T(0) : (s[x] > T(1) ? T(1) : s[x]);
-      }
-      store_row(a.out, b, c, y, a.W, out_row, T(1), false);
-    }
-  }
+  for (int64_t r = 0; r < a.B * a.H; ++r)
+    sample_row(a, key_g, key_p, guide.data(), r / a.H, r % a.H, init);
 }
 
 }  // namespace
