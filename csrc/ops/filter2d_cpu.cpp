@@ -112,44 +112,29 @@ EBIR_INLINE void correlate_block_impl(const T* const* rows, const T* w, int m, i
 // The forward's row kernels, each in a 32-byte clone set and (EBIR_WIDE) a 64-byte AVX-512 build.
 // The wide block keeps R3C3: 9 zmm accumulators measured as fast as R4C3, R6C3 and R3C4 (21 x 21,
 // 8 x 3 x 512 x 512: ~31 ms, against ~65-84 ms for the 32-byte R3C3 on the same Xeon).
-#define EBIR_FILTER_ROW_KERNELS(T)                                                               \
-  EBIR_CLONES void correlate_block_narrow(const T* const* rows, const T* w, int m, int64_t n,   \
-                                          T* const* outs) {                                     \
-    correlate_block_impl<T, 32, kBlockRows, kBlockCols>(rows, w, m, n, outs);                   \
+#define EBIR_FILTER_ROW_KERNELS(T, WIDTH, ATTR, BYTES)                                         \
+  ATTR void correlate_block_##WIDTH(const T* const* rows, const T* w, int m, int64_t n,          \
+                                    T* const* outs) {                                           \
+    correlate_block_impl<T, BYTES, kBlockRows, kBlockCols>(rows, w, m, n, outs);                \
   }                                                                                              \
-  EBIR_CLONES void combine_rows_narrow(const T* const* rows, const T* w, int m, int64_t n,      \
-                                       T* out) {                                                 \
-    combine_rows_impl<T, 32>(rows, w, m, n, out);                                               \
+  ATTR void combine_rows_##WIDTH(const T* const* rows, const T* w, int m, int64_t n, T* out) {   \
+    combine_rows_impl<T, BYTES>(rows, w, m, n, out);                                            \
   }                                                                                              \
-  EBIR_CLONES void correlate_narrow(const T* const* rows, const T* w, int m, int k, int64_t n,  \
-                                    T* out) {                                                    \
-    correlate_impl<T, 32>(rows, w, m, k, n, out);                                               \
+  ATTR void correlate_##WIDTH(const T* const* rows, const T* w, int m, int k, int64_t n,         \
+                              T* out) {                                                          \
+    correlate_impl<T, BYTES>(rows, w, m, k, n, out);                                            \
   }
-EBIR_FILTER_ROW_KERNELS(float)
-EBIR_FILTER_ROW_KERNELS(double)
-#undef EBIR_FILTER_ROW_KERNELS
-
+EBIR_FILTER_ROW_KERNELS(float, narrow, EBIR_CLONES, 32)
+EBIR_FILTER_ROW_KERNELS(double, narrow, EBIR_CLONES, 32)
 #if defined(EBIR_HAVE_WIDE)
-#define EBIR_FILTER_ROW_KERNELS(T)                                                               \
-  EBIR_WIDE void correlate_block_wide(const T* const* rows, const T* w, int m, int64_t n,       \
-                                      T* const* outs) {                                         \
-    correlate_block_impl<T, 64, kBlockRows, kBlockCols>(rows, w, m, n, outs);                   \
-  }                                                                                              \
-  EBIR_WIDE void combine_rows_wide(const T* const* rows, const T* w, int m, int64_t n, T* out) { \
-    combine_rows_impl<T, 64>(rows, w, m, n, out);                                               \
-  }                                                                                              \
-  EBIR_WIDE void correlate_wide(const T* const* rows, const T* w, int m, int k, int64_t n,      \
-                                T* out) {                                                        \
-    correlate_impl<T, 64>(rows, w, m, k, n, out);                                               \
-  }
-EBIR_FILTER_ROW_KERNELS(float)
-EBIR_FILTER_ROW_KERNELS(double)
-#undef EBIR_FILTER_ROW_KERNELS
+EBIR_FILTER_ROW_KERNELS(float, wide, EBIR_WIDE, 64)
+EBIR_FILTER_ROW_KERNELS(double, wide, EBIR_WIDE, 64)
 #define EBIR_PICK(name, ...) \
   return wide_vectors() ? name##_wide(__VA_ARGS__) : name##_narrow(__VA_ARGS__)
 #else
 #define EBIR_PICK(name, ...) return name##_narrow(__VA_ARGS__)
 #endif
+#undef EBIR_FILTER_ROW_KERNELS
 
 template <class T>
 void correlate_block(const T* const* rows, const T* w, int m, int64_t n, T* const* outs) {

@@ -149,13 +149,13 @@ EBIR_INLINE void for_each_strided(int64_t n, int64_t stride, F&& f) {
     for (int64_t j = 0; j < n; ++j) f(j, j * stride);
 }
 
-// dst[j] = x[b, c, h, j] (op) src[j] in the accumulation type; op is "=" or "-=".
 // The DType of an accumulation type (float or double).
 template <class T>
 constexpr int dtype_of() {
   return sizeof(T) == 8 ? kF64 : kF32;
 }
 
+// dst[j] = x[b, c, h, j] (op) src[j] in the accumulation type; op is "=" or "-=".
 template <class T, bool Subtract>
 void load_row_op(const View4& v, int64_t b, int64_t c, int64_t h, int64_t n, T* dst) {
   const int64_t o = row_offset(v, b, c, h), s = v.stride[3];
